@@ -1,0 +1,1 @@
+"""scene_vlm_ros.datasets"""
