@@ -1,4 +1,4 @@
 """Pure-Python core (numpy / Open3D): geometry, fusion, instances, snapshot, BEV, markers.
 
-Nothing under this package imports rclpy; tests/test_core_is_ros_free.py enforces it.
+Nothing under this package imports rclpy; tests/test_packaging.py enforces it.
 """

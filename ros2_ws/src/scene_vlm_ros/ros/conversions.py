@@ -1,0 +1,225 @@
+"""Message <-> numpy conversions: the one place that knows ROS message layouts.
+
+Imports message types only (never rclpy), so it is unit-tested without ``rclpy.init()``.
+This replaces cv_bridge, which has no ROS 2 wheel on PyPI.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Point, Pose, Quaternion, Vector3
+from nav_msgs.msg import Odometry
+from scene_vlm_interfaces.msg import InstanceLabelArray, ObjectBox3D
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+from std_msgs.msg import ColorRGBA, Header
+from visualization_msgs.msg import Marker, MarkerArray
+
+from ..core.geometry import make_transform, matrix_to_quat_xyzw, quat_xyzw_to_matrix, rot_z
+from ..core.markers import marker_color
+from ..core.types import CameraIntrinsics, Instance
+
+_ENCODINGS: dict[str, tuple[type, int]] = {
+    "rgb8": (np.uint8, 3),
+    "bgr8": (np.uint8, 3),
+    "rgba8": (np.uint8, 4),
+    "bgra8": (np.uint8, 4),
+    "mono8": (np.uint8, 1),
+    "8UC1": (np.uint8, 1),
+    "8UC3": (np.uint8, 3),
+    "mono16": (np.uint16, 1),
+    "16UC1": (np.uint16, 1),
+    "32FC1": (np.float32, 1),
+}
+
+
+class ConversionError(ValueError):
+    """A message whose content cannot be converted (bad encoding, size, or values)."""
+
+
+def stamp_to_s(stamp: Time) -> float:
+    return float(stamp.sec) + float(stamp.nanosec) * 1e-9
+
+
+def s_to_stamp(t_s: float) -> Time:
+    sec = int(np.floor(t_s))
+    nanosec = int(round((t_s - sec) * 1e9))
+    if nanosec >= 1_000_000_000:
+        sec, nanosec = sec + 1, nanosec - 1_000_000_000
+    return Time(sec=sec, nanosec=nanosec)
+
+
+def image_to_numpy(msg: Image) -> np.ndarray:
+    """(H, W[, C]) array of an Image; honours ``step`` padding and endianness."""
+    if msg.encoding not in _ENCODINGS:
+        raise ConversionError(f"unsupported image encoding {msg.encoding!r}; supported: {sorted(_ENCODINGS)}")
+    dtype, channels = _ENCODINGS[msg.encoding]
+    dt = np.dtype(dtype).newbyteorder(">" if msg.is_bigendian else "<")
+    row_bytes = msg.width * channels * dt.itemsize
+    if msg.height == 0 or msg.width == 0:
+        raise ConversionError("image has zero width or height")
+    if msg.step < row_bytes or len(msg.data) < msg.step * msg.height:
+        raise ConversionError(
+            f"image data too short: {len(msg.data)} bytes for {msg.height} rows of step {msg.step} "
+            f"(need at least {row_bytes} bytes per row for {msg.width}x{msg.encoding})"
+        )
+    buf = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, (bytes, bytearray)) else msg.data,
+                        dtype=np.uint8, count=msg.step * msg.height)
+    rows = buf.reshape(msg.height, msg.step)[:, :row_bytes]
+    arr = np.ascontiguousarray(rows).view(dt).reshape(msg.height, msg.width, channels)
+    arr = arr.astype(dtype, copy=False)
+    return arr[:, :, 0] if channels == 1 else arr
+
+
+def numpy_to_image(arr: np.ndarray, encoding: str, stamp: Time | None = None, frame_id: str = "") -> Image:
+    if encoding not in _ENCODINGS:
+        raise ConversionError(f"unsupported image encoding {encoding!r}")
+    dtype, channels = _ENCODINGS[encoding]
+    a = np.ascontiguousarray(arr, dtype=dtype)
+    if (channels == 1 and a.ndim != 2) or (channels > 1 and (a.ndim != 3 or a.shape[2] != channels)):
+        raise ConversionError(f"array of shape {a.shape} does not fit encoding {encoding}")
+    msg = Image()
+    msg.header = Header(stamp=stamp or Time(), frame_id=frame_id)
+    msg.height, msg.width = int(a.shape[0]), int(a.shape[1])
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = int(a.shape[1] * channels * a.dtype.itemsize)
+    msg.data = a.tobytes()
+    return msg
+
+
+def color_to_rgb(msg: Image) -> np.ndarray:
+    """RGB uint8 (H, W, 3) from any supported colour encoding."""
+    arr = image_to_numpy(msg)
+    if msg.encoding in ("rgb8", "8UC3"):
+        return arr
+    if msg.encoding == "bgr8":
+        return arr[:, :, ::-1].copy()
+    if msg.encoding == "rgba8":
+        return arr[:, :, :3].copy()
+    if msg.encoding == "bgra8":
+        return arr[:, :, 2::-1].copy()
+    if msg.encoding in ("mono8", "8UC1"):
+        return np.repeat(arr[:, :, None], 3, axis=2)
+    raise ConversionError(f"{msg.encoding!r} is not a colour encoding")
+
+
+def depth_to_m(msg: Image) -> np.ndarray:
+    """Depth in metres (float32) from 16UC1 millimetres or 32FC1 metres; 0 = no reading."""
+    arr = image_to_numpy(msg)
+    if msg.encoding in ("16UC1", "mono16"):
+        return arr.astype(np.float32) * np.float32(1e-3)
+    if msg.encoding == "32FC1":
+        return arr.astype(np.float32, copy=False)
+    raise ConversionError(f"depth must be 16UC1 (mm) or 32FC1 (m), got {msg.encoding!r}")
+
+
+def camera_info_to_intrinsics(msg: CameraInfo) -> CameraIntrinsics:
+    K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+    if msg.width == 0 or msg.height == 0 or K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise ConversionError(f"CameraInfo has no usable K/size (w={msg.width}, h={msg.height}, fx={K[0, 0]})")
+    return CameraIntrinsics.from_K(K, msg.width, msg.height)
+
+
+def pose_to_matrix(pose: Pose) -> np.ndarray:
+    q = np.array([pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w])
+    if not np.all(np.isfinite(q)) or np.linalg.norm(q) < 1e-6:
+        raise ConversionError("pose orientation is not a valid quaternion")
+    t = np.array([pose.position.x, pose.position.y, pose.position.z])
+    return make_transform(quat_xyzw_to_matrix(q), t)
+
+
+def matrix_to_pose(T: np.ndarray) -> Pose:  # noqa: N803
+    q = matrix_to_quat_xyzw(T[:3, :3])
+    return Pose(
+        position=Point(x=float(T[0, 3]), y=float(T[1, 3]), z=float(T[2, 3])),
+        orientation=Quaternion(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])),
+    )
+
+
+def odometry_to_matrix(msg: Odometry) -> tuple[float, np.ndarray]:
+    """(stamp in s, T_odom_base 4x4) of an Odometry message."""
+    return stamp_to_s(msg.header.stamp), pose_to_matrix(msg.pose.pose)
+
+
+def labels_to_dict(msg: InstanceLabelArray) -> dict[int, str]:
+    return {int(e.instance_id): str(e.label) for e in msg.labels}
+
+
+def instance_to_box(inst: Instance) -> ObjectBox3D:
+    box = ObjectBox3D()
+    box.instance_id = int(inst.instance_id)
+    box.label = inst.label
+    box.score = float(inst.score)
+    box.center = matrix_to_pose(make_transform(rot_z(inst.box.yaw), np.asarray(inst.box.center)))
+    box.size = Vector3(x=float(inst.box.size[0]), y=float(inst.box.size[1]), z=float(inst.box.size[2]))
+    return box
+
+
+def _rgba(instance_id: int, alpha: float) -> ColorRGBA:
+    r, g, b = marker_color(instance_id)
+    return ColorRGBA(r=r / 255.0, g=g / 255.0, b=b / 255.0, a=alpha)
+
+
+def instances_to_markers(
+    instances: list[Instance] | tuple[Instance, ...], frame_id: str, stamp: Time, ns: str = "objects",
+    alpha: float = 0.35,
+) -> MarkerArray:
+    """A translucent box plus an ID text per instance; starts with DELETEALL so stale ones vanish."""
+    out = MarkerArray()
+    clear = Marker()
+    clear.header = Header(stamp=stamp, frame_id=frame_id)
+    clear.ns = ns
+    clear.action = Marker.DELETEALL
+    out.markers.append(clear)
+    for inst in instances:
+        header = Header(stamp=stamp, frame_id=frame_id)
+        box = Marker(header=header, ns=ns, id=int(inst.instance_id) * 2, type=Marker.CUBE, action=Marker.ADD)
+        box.pose = matrix_to_pose(make_transform(rot_z(inst.box.yaw), np.asarray(inst.box.center)))
+        box.scale = Vector3(x=max(float(inst.box.size[0]), 1e-3), y=max(float(inst.box.size[1]), 1e-3),
+                            z=max(float(inst.box.size[2]), 1e-3))
+        box.color = _rgba(inst.instance_id, alpha)
+        text = Marker(header=header, ns=ns, id=int(inst.instance_id) * 2 + 1, type=Marker.TEXT_VIEW_FACING,
+                      action=Marker.ADD)
+        text.pose = matrix_to_pose(make_transform(np.eye(3), np.asarray(inst.box.center)
+                                                  + [0.0, 0.0, inst.box.size[2] / 2.0 + 0.15]))
+        text.scale.z = 0.2
+        text.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
+        text.text = f"{inst.instance_id}: {inst.label}" if inst.label else str(inst.instance_id)
+        out.markers.extend([box, text])
+    return out
+
+
+def points_to_cloud(points: np.ndarray, colors: np.ndarray, frame_id: str, stamp: Time) -> PointCloud2:
+    """PointCloud2 with x, y, z (float32) and rgb (packed into a float32, the RViz convention)."""
+    pts = np.ascontiguousarray(points, dtype=np.float32).reshape(-1, 3)
+    col = np.ascontiguousarray(colors, dtype=np.uint8).reshape(-1, 3)
+    if len(pts) != len(col):
+        raise ConversionError(f"{len(pts)} points but {len(col)} colours")
+    rgb = (col[:, 0].astype(np.uint32) << 16) | (col[:, 1].astype(np.uint32) << 8) | col[:, 2].astype(np.uint32)
+    rec = np.empty(len(pts), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<u4")])
+    rec["x"], rec["y"], rec["z"], rec["rgb"] = pts[:, 0], pts[:, 1], pts[:, 2], rgb
+    msg = PointCloud2()
+    msg.header = Header(stamp=stamp, frame_id=frame_id)
+    msg.height, msg.width = 1, len(pts)
+    msg.fields = [
+        PointField(name="x", offset=0, datatype=PointField.FLOAT32, count=1),
+        PointField(name="y", offset=4, datatype=PointField.FLOAT32, count=1),
+        PointField(name="z", offset=8, datatype=PointField.FLOAT32, count=1),
+        PointField(name="rgb", offset=12, datatype=PointField.FLOAT32, count=1),
+    ]
+    msg.is_bigendian = False
+    msg.point_step = 16
+    msg.row_step = 16 * len(pts)
+    msg.is_dense = True
+    msg.data = rec.tobytes()
+    return msg
+
+
+def cloud_to_points(msg: PointCloud2) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`points_to_cloud` (x, y, z, packed rgb at offsets 0/4/8/12)."""
+    rec = np.frombuffer(bytes(msg.data), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<u4")])
+    pts = np.stack([rec["x"], rec["y"], rec["z"]], axis=1)
+    rgb = rec["rgb"]
+    col = np.stack([(rgb >> 16) & 255, (rgb >> 8) & 255, rgb & 255], axis=1).astype(np.uint8)
+    return pts, col

@@ -1,0 +1,110 @@
+"""The node's parameters: one table with defaults, descriptions and ranges, read into a typed config.
+
+``config/scene_vlm.yaml`` carries the same defaults for users; tests/test_params.py checks that
+the YAML and this table agree, so neither can drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+#: name -> (default, description, (min, max) or None, allowed values or None)
+PARAMETERS: dict[str, tuple[Any, str, Optional[tuple[float, float]], Optional[tuple[str, ...]]]] = {
+    # -- inputs ----------------------------------------------------------------------------------
+    "topics.color": ("/camera/color/image_raw", "Colour image topic (rgb8/bgr8/rgba8/mono8).", None, None),
+    "topics.depth": ("/camera/depth/image_raw", "Depth image topic (16UC1 millimetres or 32FC1 metres).", None, None),
+    "topics.camera_info": ("/camera/color/camera_info", "CameraInfo of the (registered) colour/depth pair.",
+                           None, None),
+    "topics.odom": ("/odom", "nav_msgs/Odometry giving T_odom_base; the map is built in its frame.", None, None),
+    "topics.instance_mask": ("/camera/instances/image_raw",
+                             "Optional 16UC1 instance-mask image (pixel = instance id, 0 = none).", None, None),
+    "topics.instance_labels": ("/camera/instances/labels",
+                               "Optional scene_vlm_interfaces/InstanceLabelArray (id -> label table).", None, None),
+    "use_instance_mask": (True, "Subscribe to the instance-mask topics; when they publish, they take precedence "
+                                "over the detector and geometric segmentation.", None, None),
+    "camera_extrinsic": ([0.1, 0.0, 1.2, -0.5474, 0.5474, -0.4476, 0.4476],
+                         "Static T_base_camera_optical as [x, y, z, qx, qy, qz, qw] (m; optical frame: x right, "
+                         "y down, z forward). Used because tf2_ros is not available from PyPI.", None, None),
+    "map_frame": ("odom", "Frame of the map, the answers' boxes and the published markers.", None, None),
+    # -- time sync -------------------------------------------------------------------------------
+    "sync.slop_s": (0.02, "Largest stamp difference (s) between colour, depth and mask of one frame.",
+                    (0.0005, 1.0), None),
+    "sync.queue_size": (10, "Messages kept per input stream while waiting for a match.", (1, 1000), None),
+    "sync.pose_max_wait_s": (0.5, "How long (s) a frame waits for odometry newer than its stamp before it is "
+                                  "dropped (reason no_pose).", (0.0, 10.0), None),
+    "sync.mapping_queue_size": (8, "Synchronised frames waiting for integration; the oldest is dropped (and "
+                                   "counted) when mapping falls behind.", (1, 100), None),
+    # -- mapping ---------------------------------------------------------------------------------
+    "mapping.voxel_size_m": (0.05, "TSDF voxel size (m).", (0.005, 0.5), None),
+    "mapping.depth_min_m": (0.2, "Depth readings nearer than this are ignored (m).", (0.0, 5.0), None),
+    "mapping.depth_max_m": (5.0, "Depth readings farther than this are ignored (m).", (0.5, 50.0), None),
+    "mapping.device": ("CPU:0", "Open3D device for fusion: CPU:0 or CUDA:0.", None, None),
+    "mapping.detector_dir": ("", "Directory with yolo-fastest-1.1.{cfg,weights} and coco.names; empty = no "
+                                 "detector.", None, None),
+    "mapping.clear_radius_m": (0.0, "Drop map blocks farther than this from the robot (m); 0 = keep all.",
+                               (0.0, 1000.0), None),
+    # -- queries ---------------------------------------------------------------------------------
+    "query.queue_size": (8, "Queries waiting for the model; more get BUSY.", (1, 1000), None),
+    "query.timeout_s": (30.0, "Default per-query deadline (s) when the request's timeout_s is 0.", (0.01, 3600.0),
+                        None),
+    "query.n_frames": (8, "Marked keyframes shown to the model with the BEV (GPT4Scene used 32).", (1, 64), None),
+    "query.image_size_px": (512, "Longer side of every image given to the model (px).", (64, 2048), None),
+    "query.max_question_chars": (2000, "Longer questions get INVALID_REQUEST.", (1, 100000), None),
+    # -- model -----------------------------------------------------------------------------------
+    "model.backend": ("fallback", "fallback (no weights: labels + geometry), transformers (local Qwen2-VL "
+                                  "checkpoint), openai (OpenAI-compatible server, e.g. vllm serve), or none.",
+                      None, ("fallback", "transformers", "openai", "none")),
+    "model.path": ("", "transformers: local checkpoint directory (Qwen2-VL / Qwen2.5-VL layout).", None, None),
+    "model.device": ("auto", "transformers: auto, cpu, cuda or cuda:N.", None, None),
+    "model.dtype": ("auto", "transformers: auto (bf16 on CUDA, fp32 on CPU), bfloat16, float16, float32.",
+                    None, ("auto", "bfloat16", "float16", "float32")),
+    "model.load_in_4bit": (False, "transformers: 4-bit weights (CUDA + bitsandbytes only).", None, None),
+    "model.max_new_tokens": (64, "Longest answer generated (tokens).", (1, 4096), None),
+    "model.base_url": ("http://127.0.0.1:8000", "openai: server URL (with or without /v1).", None, None),
+    "model.name": ("", "openai: served model name.", None, None),
+    "model.api_key_env": ("OPENAI_API_KEY", "openai: environment variable holding the API key (may be unset).",
+                          None, None),
+    # -- outputs ---------------------------------------------------------------------------------
+    "publish.bev_period_s": (2.0, "Period of ~/bev_image (s); 0 = off.", (0.0, 3600.0), None),
+    "publish.objects_period_s": (1.0, "Period of ~/objects markers (s); 0 = off.", (0.0, 3600.0), None),
+    "publish.cloud_period_s": (5.0, "Period of ~/map_cloud (s, throttled: the cloud is large); 0 = off.",
+                               (0.0, 3600.0), None),
+    "publish.cloud_max_points": (200000, "~/map_cloud is subsampled to at most this many points.",
+                                 (1000, 10_000_000), None),
+    "publish.diagnostics_period_s": (1.0, "Period of /diagnostics (s); 0 = off.", (0.0, 3600.0), None),
+}
+
+
+@dataclass
+class NodeConfig:
+    """Validated parameter values keyed by their dotted names (see :data:`PARAMETERS`)."""
+
+    values: dict[str, Any] = field(default_factory=lambda: {k: v[0] for k, v in PARAMETERS.items()})
+
+    def get(self, key: str) -> Any:
+        return self.values[key]
+
+    __getitem__ = get
+
+
+def validate_value(name: str, value: Any) -> Optional[str]:
+    """Reason why ``value`` is not acceptable for parameter ``name``, or None."""
+    if name not in PARAMETERS:
+        return f"unknown parameter {name!r}"
+    default, _desc, rng, choices = PARAMETERS[name]
+    if isinstance(default, bool) and not isinstance(value, bool):
+        return f"{name} must be a bool"
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return f"{name} must be a number"
+        if rng is not None and not (rng[0] <= value <= rng[1]):
+            return f"{name}={value} is outside [{rng[0]}, {rng[1]}]"
+    if choices is not None and value not in choices:
+        return f"{name}={value!r} is not one of {list(choices)}"
+    if name == "camera_extrinsic":
+        if len(value) != 7:
+            return "camera_extrinsic needs 7 numbers [x, y, z, qx, qy, qz, qw]"
+        if sum(float(v) ** 2 for v in value[3:]) < 1e-6:
+            return "camera_extrinsic quaternion is zero"
+    return None

@@ -1,0 +1,533 @@
+"""The scene_vlm node: maps from RGB-D + odometry topics and answers ``/scene_query``.
+
+Thin glue: callbacks convert messages (``ros.conversions``), call the core (``FramePipeline``,
+``SceneMemory``, ``QueryWorker``) and convert results back. Concurrency:
+
+- mapping callbacks share one mutually exclusive group, so integration is serialised;
+- ``/scene_query`` is an ``async`` callback in a reentrant group: it takes a snapshot, hands the
+  request to the bounded :class:`QueryWorker` and awaits the result without holding an executor
+  thread, so mapping never waits for the model and many requests can be in flight;
+- publishers of the BEV, markers, cloud and diagnostics run on timers in a third group.
+
+It is a lifecycle node: the model is loaded in ``on_configure`` (a load failure is reported as
+MODEL_UNAVAILABLE on every query, the node keeps mapping), subscriptions start in ``on_activate``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.task import Future
+from scene_vlm_interfaces.msg import InstanceLabelArray
+from scene_vlm_interfaces.srv import ListObjects, LoadMemory, SaveMemory, SceneQuery
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from visualization_msgs.msg import MarkerArray
+
+from ..core.geometry import make_transform, quat_xyzw_to_matrix
+from ..core.pipeline import FramePipeline, PipelineConfig
+from ..vlm.engine import ErrorCode, QueryEngine, QueryRequest, QueryResult, QueryWorker, validate_request
+from ..vlm.types import ModelUnavailableError, Task, VLMBackend
+from . import conversions as conv
+from .params import PARAMETERS, NodeConfig, validate_value
+
+NODE_NAME = "scene_vlm"
+
+
+def _descriptor(name: str) -> ParameterDescriptor:
+    default, desc, rng, choices = PARAMETERS[name]
+    d = ParameterDescriptor(name=name, description=desc + (f" One of {list(choices)}." if choices else ""))
+    if rng is not None and isinstance(default, float):
+        d.floating_point_range = [FloatingPointRange(from_value=float(rng[0]), to_value=float(rng[1]))]
+    elif rng is not None and isinstance(default, int) and not isinstance(default, bool):
+        d.integer_range = [IntegerRange(from_value=int(rng[0]), to_value=int(rng[1]), step=1)]
+    return d
+
+
+def memory_config_from(cfg: NodeConfig) -> Any:
+    """Build the core's MemoryConfig from node parameters."""
+    from ..core.memory import MemoryConfig
+
+    kwargs = dict(
+        voxel_size_m=cfg["mapping.voxel_size_m"],
+        depth_min_m=cfg["mapping.depth_min_m"],
+        depth_max_m=cfg["mapping.depth_max_m"],
+        device=cfg["mapping.device"],
+        clear_radius_m=cfg["mapping.clear_radius_m"],
+    )
+    if cfg["mapping.detector_dir"]:
+        kwargs["detector_model_dir"] = cfg["mapping.detector_dir"]
+        kwargs["use_detector"] = True
+    return MemoryConfig(**kwargs)
+
+
+def make_backend_from(cfg: NodeConfig) -> VLMBackend:
+    """Create (not load) the configured backend; raises ModelUnavailableError for bad settings."""
+    from ..vlm.backends.factory import make_backend
+
+    kind = cfg["model.backend"]
+    if kind == "none":
+        raise ModelUnavailableError("model.backend is 'none': no model configured")
+    if kind == "transformers":
+        if not cfg["model.path"]:
+            raise ModelUnavailableError("model.backend is 'transformers' but model.path is empty")
+        return make_backend(
+            "transformers", model_path=cfg["model.path"], device=cfg["model.device"], dtype=cfg["model.dtype"],
+            load_in_4bit=cfg["model.load_in_4bit"], max_new_tokens=cfg["model.max_new_tokens"],
+            max_image_side_px=cfg["query.image_size_px"],
+        )
+    if kind == "openai":
+        return make_backend(
+            "openai", base_url=cfg["model.base_url"], model=cfg["model.name"],
+            api_key=os.environ.get(cfg["model.api_key_env"]) or None, timeout_s=cfg["query.timeout_s"],
+        )
+    return make_backend(kind)
+
+
+class SceneVlmNode(LifecycleNode):
+    """Lifecycle node serving ``/scene_query`` from a live scene memory (see module docstring)."""
+
+    def __init__(
+        self,
+        node_name: str = NODE_NAME,
+        *,
+        context: Optional[rclpy.context.Context] = None,
+        parameter_overrides: Optional[list[rclpy.parameter.Parameter]] = None,
+        backend: Optional[VLMBackend] = None,
+        **kwargs: Any,
+    ):
+        super().__init__(node_name, context=context, parameter_overrides=parameter_overrides or [], **kwargs)
+        for name, (default, _desc, _rng, _choices) in PARAMETERS.items():
+            self.declare_parameter(name, default, _descriptor(name))
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._backend_injected = backend
+
+        self._mapping_group = MutuallyExclusiveCallbackGroup()
+        self._query_group = ReentrantCallbackGroup()
+        self._timer_group = MutuallyExclusiveCallbackGroup()
+
+        self.cfg = NodeConfig()
+        self.memory: Any = None
+        self.pipeline: Optional[FramePipeline] = None
+        self.worker: Optional[QueryWorker] = None
+        self.backend: Optional[VLMBackend] = None
+        self.backend_error = "the node is not configured yet"
+        self._subs: list[Any] = []
+        self._timers: list[Any] = []
+        self._pubs: dict[str, Any] = {}
+        self._integration_ms: deque[float] = deque(maxlen=300)
+        self._rejected: dict[str, int] = {}
+        self._bad_messages: dict[str, int] = {}
+        self._t_activated = 0.0
+        self._last_frame_wall = 0.0
+
+        # Services exist from construction on, so a client always gets an answer with a reason
+        # (NO_MAP_YET before configure/activate), never a silent wait.
+        self.create_service(SceneQuery, "scene_query", self._on_scene_query, callback_group=self._query_group)
+        self.create_service(ListObjects, "~/list_objects", self._on_list_objects, callback_group=self._query_group)
+        self.create_service(SaveMemory, "~/save_memory", self._on_save_memory, callback_group=self._mapping_group)
+        self.create_service(LoadMemory, "~/load_memory", self._on_load_memory, callback_group=self._mapping_group)
+
+    # -- parameters ------------------------------------------------------------------------------
+    def _on_set_parameters(self, params: list[rclpy.parameter.Parameter]) -> SetParametersResult:
+        for p in params:
+            if p.name not in PARAMETERS:
+                continue
+            reason = validate_value(p.name, p.value)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        return SetParametersResult(successful=True)
+
+    def _read_config(self) -> NodeConfig:
+        cfg = NodeConfig()
+        for name in PARAMETERS:
+            cfg.values[name] = self.get_parameter(name).value
+        return cfg
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.cfg = cfg = self._read_config()
+        for name, value in cfg.values.items():
+            reason = validate_value(name, value)
+            if reason:
+                self.get_logger().error(f"configure failed: {reason}")
+                return TransitionCallbackReturn.FAILURE
+        try:
+            from ..core.memory import SceneMemory
+
+            self.memory = SceneMemory(memory_config_from(cfg))
+        except Exception as exc:  # invalid mapping settings: the node cannot do its job
+            self.get_logger().error(f"configure failed: scene memory: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        ext = np.asarray(cfg["camera_extrinsic"], dtype=np.float64)
+        T_base_camera = make_transform(quat_xyzw_to_matrix(ext[3:]), ext[:3])
+        self.pipeline = FramePipeline(
+            T_base_camera,
+            PipelineConfig(
+                slop_s=cfg["sync.slop_s"], queue_size=cfg["sync.queue_size"],
+                pose_max_wait_s=cfg["sync.pose_max_wait_s"], pending_max=cfg["sync.mapping_queue_size"],
+                use_instance_mask=cfg["use_instance_mask"],
+            ),
+        )
+        self._load_backend(cfg)
+        engine = QueryEngine(
+            self.backend, self.backend_error, n_frames=cfg["query.n_frames"],
+            image_size_px=cfg["query.image_size_px"], max_new_tokens=cfg["model.max_new_tokens"],
+        )
+        self.worker = QueryWorker(engine, queue_size=cfg["query.queue_size"], default_timeout_s=cfg["query.timeout_s"])
+        self._pubs = {
+            "bev": self.create_publisher(Image, "~/bev_image", 1),
+            "objects": self.create_publisher(MarkerArray, "~/objects", 1),
+            "cloud": self.create_publisher(PointCloud2, "~/map_cloud", 1),
+            "query_result": self.create_publisher(MarkerArray, "~/query_result", 1),
+            "diagnostics": self.create_publisher(DiagnosticArray, "/diagnostics", 10),
+        }
+        self.get_logger().info(
+            f"configured: map frame '{cfg['map_frame']}', voxel {cfg['mapping.voxel_size_m']} m, "
+            f"model backend '{cfg['model.backend']}' ({'ready' if self.backend else self.backend_error})"
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def _load_backend(self, cfg: NodeConfig) -> None:
+        self.backend, self.backend_error = None, ""
+        try:
+            backend = self._backend_injected or make_backend_from(cfg)
+            backend.load()
+            self.backend = backend
+        except ModelUnavailableError as exc:
+            self.backend_error = f"model unavailable: {exc}"
+            self.get_logger().error(f"{self.backend_error} (queries will answer MODEL_UNAVAILABLE; mapping runs)")
+        except Exception as exc:  # a corrupt checkpoint can raise anything; the node must survive it
+            self.backend_error = f"model failed to load: {type(exc).__name__}: {exc}"
+            self.get_logger().error(f"{self.backend_error} (queries will answer MODEL_UNAVAILABLE; mapping runs)")
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        cfg = self.cfg
+        qos = qos_profile_sensor_data
+        g = self._mapping_group
+        self._subs = [
+            self.create_subscription(Image, cfg["topics.color"], self._on_color, qos, callback_group=g),
+            self.create_subscription(Image, cfg["topics.depth"], self._on_depth, qos, callback_group=g),
+            self.create_subscription(CameraInfo, cfg["topics.camera_info"], self._on_camera_info, qos,
+                                     callback_group=g),
+            self.create_subscription(Odometry, cfg["topics.odom"], self._on_odom, QoSProfile(depth=100),
+                                     callback_group=g),
+        ]
+        if cfg["use_instance_mask"]:
+            self._subs += [
+                self.create_subscription(Image, cfg["topics.instance_mask"], self._on_mask, qos, callback_group=g),
+                self.create_subscription(InstanceLabelArray, cfg["topics.instance_labels"], self._on_labels,
+                                         QoSProfile(depth=10), callback_group=g),
+            ]
+        periods = {
+            "publish.bev_period_s": self._publish_bev,
+            "publish.objects_period_s": self._publish_objects,
+            "publish.cloud_period_s": self._publish_cloud,
+            "publish.diagnostics_period_s": self._publish_diagnostics,
+        }
+        self._timers = [
+            self.create_timer(cfg[name], cb, callback_group=self._timer_group)
+            for name, cb in periods.items() if cfg[name] > 0
+        ]
+        self._t_activated = time.monotonic()
+        self.get_logger().info(
+            f"active: listening on {cfg['topics.color']}, {cfg['topics.depth']}, {cfg['topics.camera_info']}, "
+            f"{cfg['topics.odom']}" + (f", {cfg['topics.instance_mask']}" if cfg["use_instance_mask"] else "")
+        )
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        for s in self._subs:
+            self.destroy_subscription(s)
+        for t in self._timers:
+            self.destroy_timer(t)
+        self._subs, self._timers = [], []
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        if self.worker is not None:
+            self.worker.shutdown()
+        if self.backend is not None:
+            self.backend.unload()
+        for pub in self._pubs.values():
+            self.destroy_publisher(pub)
+        self.worker, self.backend, self.memory, self.pipeline, self._pubs = None, None, None, None, {}
+        self.backend_error = "the node is not configured"
+
+    # -- mapping callbacks -----------------------------------------------------------------------
+    def _bad(self, what: str, exc: Exception) -> None:
+        n = self._bad_messages.get(what, 0) + 1
+        self._bad_messages[what] = n
+        if n == 1 or n % 100 == 0:
+            self.get_logger().warning(f"dropping {what} message ({n} so far): {exc}")
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        try:
+            self.pipeline.set_intrinsics(conv.camera_info_to_intrinsics(msg))
+        except conv.ConversionError as exc:
+            self._bad("camera_info", exc)
+
+    def _on_odom(self, msg: Odometry) -> None:
+        try:
+            stamp, T = conv.odometry_to_matrix(msg)
+        except conv.ConversionError as exc:
+            self._bad("odom", exc)
+            return
+        self._integrate(self.pipeline.add_odometry(stamp, T))
+
+    def _on_image(self, stream: str, msg: Image) -> None:
+        try:
+            if stream == "color":
+                img = conv.color_to_rgb(msg)
+            elif stream == "depth":
+                img = conv.depth_to_m(msg)
+            else:
+                img = conv.image_to_numpy(msg).astype(np.uint16, copy=False)
+        except conv.ConversionError as exc:
+            self._bad(stream, exc)
+            return
+        self._integrate(self.pipeline.add_image(stream, conv.stamp_to_s(msg.header.stamp), img))
+
+    def _on_color(self, msg: Image) -> None:
+        self._on_image("color", msg)
+
+    def _on_depth(self, msg: Image) -> None:
+        self._on_image("depth", msg)
+
+    def _on_mask(self, msg: Image) -> None:
+        self._on_image("mask", msg)
+
+    def _on_labels(self, msg: InstanceLabelArray) -> None:
+        self.pipeline.set_labels(conv.labels_to_dict(msg))
+
+    def _integrate(self, frames: list) -> None:
+        for frame in frames:
+            t0 = time.perf_counter()
+            result = self.memory.integrate(frame)
+            self._integration_ms.append((time.perf_counter() - t0) * 1e3)
+            if result.accepted:
+                self._last_frame_wall = time.monotonic()
+            else:
+                reason = result.reason or "rejected"
+                self._rejected[reason] = self._rejected.get(reason, 0) + 1
+
+    # -- services --------------------------------------------------------------------------------
+    def _fill(self, response: SceneQuery.Response, result: QueryResult) -> SceneQuery.Response:
+        response.error_code = int(result.error_code)
+        response.error_msg = result.error_msg
+        response.answer = result.answer
+        response.boxes = [conv.instance_to_box(i) for i in result.instances]
+        response.header.frame_id = result.frame_id or self.cfg["map_frame"]
+        response.header.stamp = conv.s_to_stamp(result.snapshot_stamp_s)
+        response.latency_s = float(result.latency_s)
+        return response
+
+    async def _on_scene_query(self, request: SceneQuery.Request, response: SceneQuery.Response) -> Any:
+        t_arrival = time.monotonic()
+        try:
+            task = Task.from_srv(request.task)
+        except ValueError as exc:
+            return self._fill(response, QueryResult(ErrorCode.INVALID_REQUEST, str(exc)))
+        req = QueryRequest(request.question, task, int(request.object_id), float(request.timeout_s))
+        invalid = validate_request(req, self.cfg["query.max_question_chars"])
+        if invalid is not None:
+            invalid.latency_s = time.monotonic() - t_arrival
+            return self._fill(response, invalid)
+        memory, worker = self.memory, self.worker
+        if memory is None or worker is None:
+            return self._fill(response, QueryResult(
+                ErrorCode.NO_MAP_YET, "the node is not active yet (lifecycle state: not configured)"))
+        snapshot = memory.snapshot()
+        if snapshot.is_empty:
+            waiting = self.pipeline.stats() if self.pipeline else {}
+            return self._fill(response, QueryResult(
+                ErrorCode.NO_MAP_YET,
+                f"no frame has been integrated yet (received so far: {waiting.get('received', {})}; "
+                f"check the input topics and odometry)",
+                frame_id=self.cfg["map_frame"], latency_s=time.monotonic() - t_arrival))
+        future: Future = Future(executor=self.executor)
+        # A done callback makes set_result() from the worker thread wake the executor, which then
+        # resumes this coroutine (rclpy polls awaiting tasks only when woken).
+        future.add_done_callback(lambda _f: None)
+        if not worker.submit(req, snapshot, future.set_result, t_arrival=t_arrival):
+            return self._fill(response, QueryResult(
+                ErrorCode.BUSY, f"{worker.queue_depth} queries are already waiting; try again later",
+                snapshot_stamp_s=snapshot.stamp_s, frame_id=snapshot.frame_id,
+                latency_s=time.monotonic() - t_arrival))
+        result: QueryResult = await future
+        if result.error_code == ErrorCode.SUCCESS and "query_result" in self._pubs:
+            self._pubs["query_result"].publish(conv.instances_to_markers(
+                result.instances, self.cfg["map_frame"], self.get_clock().now().to_msg(), ns="query_result",
+                alpha=0.6))
+        return self._fill(response, result)
+
+    def _on_list_objects(self, request: ListObjects.Request, response: ListObjects.Response) -> Any:
+        response.header.frame_id = self.cfg["map_frame"]
+        if self.memory is None:
+            return response
+        snap = self.memory.snapshot()
+        flt = request.label_filter.strip().lower()
+        response.objects = [conv.instance_to_box(i) for i in snap.instances if flt in i.label.lower()]
+        response.header.stamp = conv.s_to_stamp(snap.stamp_s)
+        response.n_frames_integrated = int(snap.n_frames_integrated)
+        return response
+
+    def _on_save_memory(self, request: SaveMemory.Request, response: SaveMemory.Response) -> Any:
+        if self.memory is None:
+            response.success, response.message = False, "the node is not configured"
+            return response
+        if not request.directory.strip():
+            response.success, response.message = False, "directory is empty"
+            return response
+        try:
+            self.memory.save(Path(request.directory).expanduser())
+            response.success, response.message = True, f"saved to {request.directory}"
+        except Exception as exc:  # disk full, permissions: report, keep the memory
+            response.success, response.message = False, f"save failed: {type(exc).__name__}: {exc}"
+        return response
+
+    def _on_load_memory(self, request: LoadMemory.Request, response: LoadMemory.Response) -> Any:
+        if self.memory is None:
+            response.success, response.message = False, "the node is not configured"
+            return response
+        try:
+            from ..core.memory import SceneMemory
+
+            loaded = SceneMemory.load(Path(request.directory).expanduser())
+        except Exception as exc:  # wrong version, missing files: the current memory stays
+            response.success, response.message = False, f"load failed (current memory kept): {exc}"
+            return response
+        self.memory = loaded
+        response.success = True
+        response.n_objects = len(loaded.snapshot().instances)
+        response.message = f"loaded {response.n_objects} objects from {request.directory}"
+        return response
+
+    # -- outputs ---------------------------------------------------------------------------------
+    def _publish_bev(self) -> None:
+        if self.memory is None or self._pubs.get("bev") is None:
+            return
+        snap = self.memory.snapshot()
+        if snap.is_empty or self._pubs["bev"].get_subscription_count() == 0:
+            return
+        from ..core.bev import render_bev
+        from ..core.markers import draw_bev_markers
+
+        image, _ = draw_bev_markers(render_bev(snap), snap)
+        self._pubs["bev"].publish(conv.numpy_to_image(image, "rgb8", conv.s_to_stamp(snap.stamp_s),
+                                                      self.cfg["map_frame"]))
+
+    def _publish_objects(self) -> None:
+        if self.memory is None or "objects" not in self._pubs:
+            return
+        snap = self.memory.snapshot()
+        self._pubs["objects"].publish(conv.instances_to_markers(
+            snap.instances, self.cfg["map_frame"], conv.s_to_stamp(snap.stamp_s)))
+
+    def _publish_cloud(self) -> None:
+        if self.memory is None or self._pubs.get("cloud") is None:
+            return
+        if self._pubs["cloud"].get_subscription_count() == 0:
+            return
+        snap = self.memory.snapshot()
+        pts, cols = snap.points, snap.colors
+        limit = self.cfg["publish.cloud_max_points"]
+        if len(pts) > limit:
+            idx = np.linspace(0, len(pts) - 1, limit).astype(np.int64)
+            pts, cols = pts[idx], cols[idx]
+        self._pubs["cloud"].publish(conv.points_to_cloud(pts, cols, self.cfg["map_frame"],
+                                                         conv.s_to_stamp(snap.stamp_s)))
+
+    def diagnostics(self) -> DiagnosticStatus:
+        """One DiagnosticStatus with inputs, drops, integration time, queue and model state."""
+        st = DiagnosticStatus(name=f"{self.get_name()}: scene memory", hardware_id="scene_vlm_ros")
+        kv: dict[str, str] = {}
+        level, message = DiagnosticStatus.OK, "mapping"
+        if self.pipeline is not None:
+            ps = self.pipeline.stats()
+            elapsed = max(1e-3, time.monotonic() - self._t_activated)
+            for k, v in ps["received"].items():
+                kv[f"rate_{k}_hz"] = f"{v / elapsed:.1f}"
+            for k, v in ps["dropped"].items():
+                kv[f"dropped_{k}"] = str(v)
+            kv["frames_waiting_for_pose"] = str(ps["waiting_for_pose"])
+            if not ps["received"].get("depth"):
+                level, message = DiagnosticStatus.WARN, f"no depth image received on {self.cfg['topics.depth']}"
+            elif not ps["received"].get("odom"):
+                level, message = DiagnosticStatus.WARN, f"no odometry received on {self.cfg['topics.odom']}"
+        for k, v in self._rejected.items():
+            kv[f"rejected_{k}"] = str(v)
+        for k, v in self._bad_messages.items():
+            kv[f"bad_message_{k}"] = str(v)
+        if self._integration_ms:
+            arr = np.asarray(self._integration_ms)
+            kv["integration_ms_p50"] = f"{np.percentile(arr, 50):.1f}"
+            kv["integration_ms_p95"] = f"{np.percentile(arr, 95):.1f}"
+        if self.memory is not None:
+            snap = self.memory.snapshot()
+            kv["frames_integrated"] = str(snap.n_frames_integrated)
+            kv["instances"] = str(len(snap.instances))
+        if self.worker is not None:
+            kv["query_queue"] = str(self.worker.queue_depth)
+            for k, v in vars(self.worker.stats).items():
+                kv[f"queries_{k}"] = str(v)
+        kv["model"] = self.backend.name if self.backend is not None else f"unavailable: {self.backend_error}"
+        if self.backend is None and level == DiagnosticStatus.OK:
+            level, message = DiagnosticStatus.WARN, "mapping; no model loaded"
+        st.level, st.message = level, message
+        st.values = [KeyValue(key=k, value=v) for k, v in kv.items()]
+        return st
+
+    def _publish_diagnostics(self) -> None:
+        if "diagnostics" not in self._pubs:
+            return
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        arr.status = [self.diagnostics()]
+        self._pubs["diagnostics"].publish(arr)
+
+
+def main(args: Optional[list[str]] = None) -> None:
+    """Console script ``scene_vlm_node``: configure + activate, then spin until Ctrl-C."""
+    logging.basicConfig(level=logging.INFO)
+    rclpy.init(args=args)
+    node = SceneVlmNode()
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    try:
+        node.trigger_configure()
+        node.trigger_activate()
+        executor.spin()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.trigger_shutdown() if hasattr(node, "trigger_shutdown") else None
+        executor.shutdown()
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+if __name__ == "__main__":
+    main()
