@@ -35,3 +35,17 @@ def wait_until(predicate: Any, timeout_s: float = 30.0, period_s: float = 0.05) 
             return True
         time.sleep(period_s)
     return False
+
+
+_next_offset = [0]
+
+
+def fresh_domain() -> int:
+    """A ROS domain of its own for each graph in this process (graphs in one test module must not
+    see each other's nodes or topics). Base from conftest (per process), offsets 0, 1, 2, ..."""
+    import os
+
+    base = int(os.environ["ROS_DOMAIN_ID"])
+    domain = base + 100 * (_next_offset[0] % 2) + _next_offset[0] // 2
+    _next_offset[0] += 1
+    return domain % 230

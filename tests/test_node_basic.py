@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
@@ -11,7 +9,7 @@ SceneQuery = pytest.importorskip("scene_vlm_interfaces.srv").SceneQuery
 
 from scene_vlm_ros.ros.bringup import Bringup  # noqa: E402
 
-from .rosutil import call, make_client_node  # noqa: E402
+from .rosutil import call, fresh_domain, make_client_node  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -20,7 +18,7 @@ QUIET = {"publish.bev_period_s": 0.0, "publish.cloud_period_s": 0.0, "publish.di
 
 @pytest.fixture(scope="module")
 def graph():
-    with Bringup(QUIET, domain_id=int(os.environ["ROS_DOMAIN_ID"])) as g:
+    with Bringup(QUIET, domain_id=fresh_domain()) as g:
         client_node = make_client_node(g)
         g.client = client_node.create_client(SceneQuery, "/scene_query")
         yield g

@@ -26,7 +26,7 @@ class PipelineConfig:
     slop_s: float = 0.02
     queue_size: int = 10
     pose_max_wait_s: float = 0.5
-    pending_max: int = 4
+    pending_max: int = 16
     use_instance_mask: bool = True
 
 
@@ -66,16 +66,24 @@ class FramePipeline:
     def add_image(self, stream: str, stamp_s: float, image: np.ndarray) -> list[RGBDFrame]:
         """``stream`` is ``color`` (RGB uint8), ``depth`` (float32 m) or ``mask`` (uint16)."""
         self.received[stream] += 1
+        matched: list[dict] = []
         if stream == "mask":
             if not self.config.use_instance_mask:
                 return []
             if not self._mask_seen:
                 self._mask_seen = True
-                self.dropped.update(self._sync.dropped)
+                old = self._sync
+                self.dropped.update(old.dropped)
                 self._sync = ApproximateTimeSync(
                     ["color", "depth", "mask"], "depth", self.config.slop_s, self.config.queue_size
                 )
-        return self._drain(self._sync.add(stream, stamp_s, image))
+                # Messages still queued (e.g. the colour image of this very frame) move over to the
+                # new synchroniser; discarding them would silently lose a frame.
+                for s, items in old.queued().items():
+                    for item in items:
+                        matched += self._sync.add(s, item.stamp_s, item.value)
+        matched += self._sync.add(stream, stamp_s, image)
+        return self._drain(matched)
 
     # -- internals -------------------------------------------------------------------------------
     def _drain(self, matched_sets: list[dict]) -> list[RGBDFrame]:
@@ -106,8 +114,9 @@ class FramePipeline:
             frame = self._waiting[0]
             T_odom_base, status = self.poses.lookup(frame.stamp_s)
             if status == "wait":
-                latest = self.poses.latest_stamp
-                if latest is not None and self._newest_image_stamp() - frame.stamp_s > self.config.pose_max_wait_s:
+                # Image time is the clock here: odometry that lags (or never comes) by more than
+                # pose_max_wait_s behind the newest image gives up on this frame.
+                if self._newest_image_stamp() - frame.stamp_s > self.config.pose_max_wait_s:
                     self._waiting.popleft()
                     self.dropped["no_pose"] += 1
                     continue

@@ -113,6 +113,10 @@ class ApproximateTimeSync:
     def pending(self) -> dict[str, int]:
         return {s: len(q) for s, q in self._queues.items()}
 
+    def queued(self) -> dict[str, list[Stamped[Any]]]:
+        """The messages still waiting in each stream's queue, oldest first (copies of the lists)."""
+        return {s: list(q) for s, q in self._queues.items()}
+
 
 class PoseBuffer:
     """Time-ordered poses (e.g. odometry ``T_odom_base``) with interpolation at arbitrary stamps.

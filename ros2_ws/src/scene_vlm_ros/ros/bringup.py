@@ -98,7 +98,7 @@ class Bringup:
         self._extra_nodes.append(node)
         self.executor.add_node(node)
 
-    def start(self) -> "Bringup":
+    def start(self) -> Bringup:
         from rclpy.lifecycle import TransitionCallbackReturn
 
         if self.node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
@@ -133,7 +133,7 @@ class Bringup:
         if self.context.ok():
             rclpy.shutdown(context=self.context)
 
-    def __enter__(self) -> "Bringup":
+    def __enter__(self) -> Bringup:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

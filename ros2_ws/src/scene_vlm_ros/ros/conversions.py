@@ -10,10 +10,11 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Pose, Quaternion, Vector3
 from nav_msgs.msg import Odometry
-from scene_vlm_interfaces.msg import InstanceLabelArray, ObjectBox3D
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
+
+from scene_vlm_interfaces.msg import InstanceLabelArray, ObjectBox3D
 
 from ..core.geometry import make_transform, matrix_to_quat_xyzw, quat_xyzw_to_matrix, rot_z
 from ..core.markers import marker_color

@@ -33,7 +33,7 @@ PARAMETERS: dict[str, tuple[Any, str, Optional[tuple[float, float]], Optional[tu
     "sync.queue_size": (10, "Messages kept per input stream while waiting for a match.", (1, 1000), None),
     "sync.pose_max_wait_s": (0.5, "How long (s) a frame waits for odometry newer than its stamp before it is "
                                   "dropped (reason no_pose).", (0.0, 10.0), None),
-    "sync.mapping_queue_size": (8, "Synchronised frames waiting for integration; the oldest is dropped (and "
+    "sync.mapping_queue_size": (16, "Synchronised frames waiting for integration; the oldest is dropped (and "
                                    "counted) when mapping falls behind.", (1, 100), None),
     # -- mapping ---------------------------------------------------------------------------------
     "mapping.voxel_size_m": (0.05, "TSDF voxel size (m).", (0.005, 0.5), None),

@@ -30,12 +30,13 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.task import Future
-from scene_vlm_interfaces.msg import InstanceLabelArray
-from scene_vlm_interfaces.srv import ListObjects, LoadMemory, SaveMemory, SceneQuery
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
+
+from scene_vlm_interfaces.msg import InstanceLabelArray
+from scene_vlm_interfaces.srv import ListObjects, LoadMemory, SaveMemory, SceneQuery
 
 from ..core.geometry import make_transform, quat_xyzw_to_matrix
 from ..core.pipeline import FramePipeline, PipelineConfig
@@ -45,6 +46,9 @@ from . import conversions as conv
 from .params import PARAMETERS, NodeConfig, validate_value
 
 NODE_NAME = "scene_vlm"
+
+#: QoS of /scene_query (clients sending bursts should use it too: the default keeps only 10).
+SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
 
 
 def _descriptor(name: str) -> ParameterDescriptor:
@@ -67,6 +71,7 @@ def memory_config_from(cfg: NodeConfig) -> Any:
         depth_max_m=cfg["mapping.depth_max_m"],
         device=cfg["mapping.device"],
         clear_radius_m=cfg["mapping.clear_radius_m"],
+        frame_id=cfg["map_frame"],
     )
     if cfg["mapping.detector_dir"]:
         kwargs["detector_model_dir"] = cfg["mapping.detector_dir"]
@@ -136,7 +141,10 @@ class SceneVlmNode(LifecycleNode):
 
         # Services exist from construction on, so a client always gets an answer with a reason
         # (NO_MAP_YET before configure/activate), never a silent wait.
-        self.create_service(SceneQuery, "scene_query", self._on_scene_query, callback_group=self._query_group)
+        # KEEP_ALL: a burst of requests larger than the default depth of 10 must reach the callback
+        # (and get SUCCESS or BUSY) instead of being overwritten in the DDS history.
+        self.create_service(SceneQuery, "scene_query", self._on_scene_query, qos_profile=SERVICE_QOS,
+                            callback_group=self._query_group)
         self.create_service(ListObjects, "~/list_objects", self._on_list_objects, callback_group=self._query_group)
         self.create_service(SaveMemory, "~/save_memory", self._on_save_memory, callback_group=self._mapping_group)
         self.create_service(LoadMemory, "~/load_memory", self._on_load_memory, callback_group=self._mapping_group)

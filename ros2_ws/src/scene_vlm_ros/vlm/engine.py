@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 from ..core.types import Instance, SceneSnapshot
 from .types import GenerationRequest, GenerationTimeout, ModelError, ModelUnavailableError, Task, VLMBackend
@@ -23,6 +25,8 @@ log = logging.getLogger(__name__)
 
 #: Longest question accepted (characters); SceneQuery.srv documents the same bound.
 MAX_QUESTION_CHARS = 2000
+#: Longest deadline the worker arms (s): larger values overflow ``threading.Timer`` (its thread dies).
+_MAX_TIMER_S = 1e6
 
 
 class ErrorCode(enum.IntEnum):
@@ -72,8 +76,8 @@ def validate_request(req: QueryRequest, max_chars: int = MAX_QUESTION_CHARS) -> 
         return QueryResult(ErrorCode.INVALID_REQUEST, "question contains a NUL character")
     if req.task == Task.CAPTION and req.object_id < 0:
         return QueryResult(ErrorCode.INVALID_REQUEST, "task CAPTION needs object_id >= 0")
-    if req.timeout_s < 0 or req.timeout_s != req.timeout_s:
-        return QueryResult(ErrorCode.INVALID_REQUEST, f"timeout_s must be >= 0 (got {req.timeout_s})")
+    if not math.isfinite(req.timeout_s) or req.timeout_s < 0:
+        return QueryResult(ErrorCode.INVALID_REQUEST, f"timeout_s must be finite and >= 0 (got {req.timeout_s})")
     return None
 
 
@@ -267,18 +271,28 @@ class QueryWorker:
 
     def submit(self, req: QueryRequest, snapshot: SceneSnapshot, on_done: Callable[[QueryResult], None],
                t_arrival: Optional[float] = None) -> bool:
-        """Queue a request; ``on_done`` is called exactly once (from a worker or timer thread)."""
+        """Queue a request; ``on_done`` is called exactly once (from a worker or timer thread).
+
+        After :meth:`shutdown` the request is answered at once (MODEL_UNAVAILABLE, from this thread).
+        """
         now = time.monotonic()
         timeout = req.timeout_s if req.timeout_s > 0 else self.default_timeout_s
+        timeout = min(timeout, _MAX_TIMER_S) if math.isfinite(timeout) else _MAX_TIMER_S
         pending = _Pending(req, snapshot, now + timeout, t_arrival or now, on_done)
+        if self._stopped.is_set():
+            # No thread would ever take it: answer now instead of letting it time out.
+            pending.complete(QueryResult(ErrorCode.MODEL_UNAVAILABLE, "the query worker is shutting down"))
+            return True
+        # The timer exists before the request is queued so that a worker finishing it at once
+        # can cancel it (otherwise a finished request's timer thread lingers until the deadline).
+        pending.timer = threading.Timer(timeout, self._expire, args=(pending,))
+        pending.timer.daemon = True
         try:
             self._queue.put_nowait(pending)
         except queue.Full:
             self.stats.busy += 1
             return False
         self.stats.accepted += 1
-        pending.timer = threading.Timer(max(0.0, pending.deadline_s - now), self._expire, args=(pending,))
-        pending.timer.daemon = True
         pending.timer.start()
         return True
 

@@ -1,0 +1,216 @@
+"""``scene-vlm``: one command line for the whole package.
+
+Subcommands import their heavy dependencies (Open3D, rclpy, torch) only when they run, so
+``scene-vlm --help`` is instant and a machine without ROS can still map bags and evaluate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .commands.make_bag import make_bag
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="3D scene memory + language queries with 3D boxes for ROS 2 robots.")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks; figures are printed and written as JSON.")
+app.add_typer(bench_app, name="bench")
+app.command("make-bag", help="Write a rosbag2 file from a synthetic scene or a real RGB-D sequence.")(make_bag)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+def _write_json(obj: dict, out: Optional[Path]) -> None:
+    text = json.dumps(obj, indent=2, default=str)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    typer.echo(text)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Output directory for the report, BEV and prompt images.")] = Path(
+        "out/demo"),
+    frames: Annotated[int, typer.Option(help="Frames of the synthetic walk-through.")] = 150,
+    seed: Annotated[int, typer.Option(help="Synthetic scene seed.")] = 0,
+    rate: Annotated[float, typer.Option(help="Replay rate (1.0 = real time).")] = 1.0,
+    kitchen: Annotated[bool, typer.Option(help="Also map the real 7-Scenes kitchen if ../shared/data has it.")] = True,
+) -> None:
+    """Map a synthetic room through the node, ask /scene_query questions, score boxes against ground truth."""
+    from .commands.demo import run_demo
+
+    _setup_logging(False)
+    run_demo(out, frames=frames, seed=seed, rate=rate, with_kitchen=kitchen)
+
+
+@app.command("map")
+def map_(
+    source: Annotated[Path, typer.Argument(help="A rosbag2 bag (dir or .mcap) or a 7-Scenes-layout folder.")],
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("out/map"),
+    voxel_size_m: Annotated[float, typer.Option(help="TSDF voxel size (m).")] = 0.05,
+    detector_dir: Annotated[Optional[Path], typer.Option(help="Yolo-Fastest folder; enables the detector.")] = None,
+    no_mask: Annotated[bool, typer.Option(help="Ignore instance masks in the source.")] = False,
+    no_geometry: Annotated[bool, typer.Option(help="No geometric-segmentation instances.")] = False,
+    max_frames: Annotated[Optional[int], typer.Option(help="Stop after this many frames.")] = None,
+    question: Annotated[str, typer.Option(help="Question for the example prompt written beside the map.")] = (
+        "where is the table?"),
+) -> None:
+    """Fuse a bag or dataset into a scene memory: objects.json, stats.json, memory/, bev.png, frames/, prompt.json."""
+    from .commands.map import map_command
+    from .core.memory import MemoryConfig, SceneMemory
+    from .vlm.artifacts import write_prompt_artifacts
+
+    _setup_logging(False)
+    cfg = MemoryConfig(voxel_size_m=voxel_size_m, use_detector=detector_dir is not None,
+                       detector_model_dir=str(detector_dir) if detector_dir else None, use_mask=not no_mask,
+                       use_geometry=not no_geometry)
+    stats = map_command(source, out, cfg, max_frames)
+    snap = SceneMemory.load(out / "memory").snapshot(refresh=True)
+    write_prompt_artifacts(snap, out, question=question)
+    typer.echo(json.dumps({k: v for k, v in stats.items() if k != "memory"}, indent=2, default=str))
+
+
+@app.command()
+def query(
+    memory_dir: Annotated[Path, typer.Argument(help="A memory saved by `scene-vlm map` (DIR/memory) or SaveMemory.")],
+    question: Annotated[str, typer.Argument(help="The question, e.g. 'where is the brown chair?'")],
+    task: Annotated[str, typer.Option(help="auto | grounding | multi_grounding | qa | caption | spatial")] = "auto",
+    backend: Annotated[str, typer.Option(help="fallback | transformers | openai")] = "fallback",
+    model_path: Annotated[Optional[Path], typer.Option(help="transformers: local checkpoint directory.")] = None,
+    base_url: Annotated[str, typer.Option(help="openai: server URL.")] = "http://127.0.0.1:8000",
+    model: Annotated[str, typer.Option(help="openai: served model name.")] = "",
+    timeout_s: Annotated[float, typer.Option(help="Deadline (s).")] = 60.0,
+) -> None:
+    """Answer one question offline against a saved scene memory (same engine as the node)."""
+    import time
+
+    from .core.memory import SceneMemory
+    from .vlm.backends.factory import make_backend
+    from .vlm.engine import QueryEngine, QueryRequest
+    from .vlm.types import ModelUnavailableError, Task
+
+    _setup_logging(False)
+    snap = SceneMemory.load(memory_dir).snapshot(refresh=True)
+    params: dict = {}
+    if backend == "transformers":
+        params = {"model_path": str(model_path or "")}
+    elif backend == "openai":
+        params = {"base_url": base_url, "model": model}
+    be, err = None, ""
+    try:
+        be = make_backend(backend, **params)
+        be.load()
+    except ModelUnavailableError as exc:
+        be, err = None, str(exc)
+    engine = QueryEngine(be, err)
+    result = engine.answer(QueryRequest(question, Task(task)), snap, time.monotonic() + timeout_s)
+    typer.echo(json.dumps({
+        "error_code": result.error_code.name, "error_msg": result.error_msg, "answer": result.answer,
+        "boxes": [i.to_json() for i in result.instances], "frame_id": result.frame_id,
+    }, indent=2))
+    if result.error_code != 0:
+        raise typer.Exit(code=1)
+
+
+@app.command("eval")
+def eval_(
+    bag: Annotated[Path, typer.Argument(help="A synthetic bag written by `scene-vlm make-bag` (with .gt/.queries).")],
+    out: Annotated[Optional[Path], typer.Option(help="Write report.json here.")] = None,
+    max_frames: Annotated[Optional[int], typer.Option(help="Use only the first N frames.")] = None,
+) -> None:
+    """Map a bag offline, answer its generated questions with the fallback, score against ground truth."""
+    from .eval.replay_eval import evaluate_bag
+
+    _setup_logging(False)
+    _write_json(evaluate_bag(bag, max_frames=max_frames), out)
+
+
+@app.command()
+def run(
+    config: Annotated[Optional[Path], typer.Option(help="ROS 2 parameter file (e.g. config/scene_vlm.yaml).")] = None,
+    bag: Annotated[Optional[Path], typer.Option(help="Replay this bag onto the node's topics.")] = None,
+    rate: Annotated[float, typer.Option(help="Replay rate.")] = 1.0,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a parameter: name=value (YAML).")] = (
+        None),
+) -> None:
+    """Start the scene_vlm graph in this process (the stand-in for `ros2 launch`); Ctrl-C stops it."""
+    import yaml
+
+    from .ros.bringup import Bringup
+
+    _setup_logging(False)
+    overrides = {}
+    for item in set_ or []:
+        name, _, value = item.partition("=")
+        overrides[name.strip()] = yaml.safe_load(value)
+    graph = Bringup(overrides, config_file=config).start()
+    try:
+        if bag is not None:
+            from .ros.replay_node import BagReplayer
+
+            rep = BagReplayer(bag, rate=rate, context=graph.context)
+            rep.prepare()
+            graph.add_node(rep)
+            rep.play_async()
+        typer.echo("scene_vlm running; /scene_query is served. Ctrl-C to stop.")
+        graph.spin_forever()
+    finally:
+        graph.shutdown()
+
+
+@bench_app.command("synthetic")
+def bench_synthetic_cmd(frames: int = 60, out: Optional[Path] = None) -> None:
+    """Synthetic renderer speed (frames/s at 320x240 and 640x480)."""
+    from .commands.bench_synthetic import bench_synthetic
+
+    _write_json(bench_synthetic(frames=frames), out)
+
+
+@bench_app.command("mapping")
+def bench_mapping_cmd(out: Optional[Path] = None, frames: int = 300) -> None:
+    """Fusion + instance update speed, memory, recall per instance source, oracle ceiling."""
+    from .commands.bench_mapping import bench_mapping
+
+    _write_json(bench_mapping(n_frames=frames), out)
+
+
+@bench_app.command("prompt")
+def bench_prompt_cmd(out: Optional[Path] = None, repeats: int = 20) -> None:
+    """BEV from 1 M points, markers on 8 frames, whole prompt (p50/p95 ms)."""
+    from .commands.bench_prompt import bench_prompt
+
+    _write_json(bench_prompt(repeats=repeats), out)
+
+
+@bench_app.command("query")
+def bench_query_cmd(out: Optional[Path] = None, repeats: int = 30) -> None:
+    """Query overhead without model time, and mapping rate while queries run back to back."""
+    from .commands.bench_query import bench_query
+
+    _write_json(bench_query(repeats=repeats), out)
+
+
+@bench_app.command("all")
+def bench_all(out: Annotated[Path, typer.Option(help="Directory for the JSON files.")] = Path("out/bench")) -> None:
+    """Every CPU benchmark in one run (figures for the README)."""
+    out.mkdir(parents=True, exist_ok=True)
+    bench_synthetic_cmd(out=out / "synthetic.json")
+    bench_mapping_cmd(out=out / "mapping.json")
+    bench_prompt_cmd(out=out / "prompt.json")
+    bench_query_cmd(out=out / "query.json")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

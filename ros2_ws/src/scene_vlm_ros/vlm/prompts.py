@@ -1,0 +1,274 @@
+"""GPT4Scene-style prompts: marked frames + marked BEV + a Chat-Scene question template.
+
+One definition serves the robot and the training pipeline: :func:`build_prompt` turns a snapshot
+and a question into chat messages (frames first, then the BEV, each image's longer side capped at
+``image_size`` with nearest resampling, as GPT4Scene did), and :func:`format_target` writes the
+answer strings a model is trained to produce, which :mod:`scene_vlm_ros.vlm.parsing` reads back.
+
+Object ids in text follow Chat-Scene: ``<OBJ###>``, the marker number zero-padded to three digits.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..core.bev import BevImage, render_bev
+from ..core.frame_selection import DEFAULT_N_FRAMES, select_frames
+from ..core.markers import MarkerPlacement, draw_bev_markers, mark_frame, prepare_instance_samples
+from ..core.types import SceneSnapshot
+from .types import Task
+
+logger = logging.getLogger(__name__)
+
+#: Chat-Scene templates (see docs research-notes, GPT4Scene section). ``{description}``,
+#: ``{question}``, ``{situation}`` and ``{obj}`` are filled by :func:`format_question`.
+GROUNDING_TEMPLATE = 'Share the ID of the object that best fits the description "{description}".'
+MULTI_GROUNDING_TEMPLATE = (
+    'Are there any objects fitting the description of "{description}"? '
+    "If so, kindly provide the IDs for those objects."
+)
+CAPTION_TEMPLATE = (
+    "Describe the appearance of the {obj}, then elaborate on its positioning relative to other objects in the scene."
+)
+QA_TEMPLATE = "{question} Answer the question using a single word or phrase."
+SITUATED_QA_TEMPLATE = "{situation} {question} Answer the question using a single word or phrase."
+
+#: Explains the visual prompt; ``{n_frames}`` is filled in.
+SYSTEM_TEMPLATE = (
+    "You see an indoor scene through {n_frames} video frames followed by one bird's-eye view (BEV) image, a "
+    "top-down view of the reconstructed 3D scene. Objects carry numbered markers: the same number marks the "
+    "same object in every frame and in the BEV. In text, the object with marker N is written <OBJ###>, N "
+    "padded to three digits (marker 7 is <OBJ007>, marker 12 is <OBJ012>). Refer to objects only by these IDs."
+)
+
+def obj_token(instance_id: int) -> str:
+    """``<OBJ###>`` of an instance id (three digits zero-padded; more digits when needed)."""
+    iid = int(instance_id)
+    if iid < 0:
+        raise ValueError(f"instance ids in prompts must be >= 0, got {instance_id}")
+    return f"<OBJ{iid:03d}>"
+
+
+def infer_task(question: str) -> Task:
+    """Guess the task of a free-form request (for ``Task.AUTO``).
+
+    "are there any ... / all ... / every ..." -> multi-grounding; a question (ends with "?" or
+    starts with what/how/is/...) -> QA, except "where is ..." which wants a box; anything else
+    (a description, "find the red chair") -> grounding.
+    """
+    q = question.strip().lower()
+    if re.match(r"^(are there (any|some)|find all|all |every |which objects|list all|show all)", q):
+        return Task.MULTI_GROUNDING
+    if re.match(r"^(where is|where's|where are|find|locate|show me|point (to|at)|go to|take me to)\b", q):
+        return Task.GROUNDING
+    if q.endswith("?") or re.match(
+        r"^(what|how|is|are|does|do|can|could|which|who|why|when|should|would|will|was|were|has|have)\b", q
+    ):
+        return Task.QA
+    return Task.GROUNDING
+
+
+_REQUEST_PREFIX_RE = re.compile(
+    r"^(are there (any|some)|is there (a|an|any)|find all|list all|show all|show me all|find|locate|show me|"
+    r"where is|where's|where are|point (to|at)|go to|take me to)\s+",
+    re.IGNORECASE,
+)
+
+
+def description_of(request: str) -> str:
+    """The object description inside a spoken request: "where is the red chair?" -> "the red chair".
+
+    Chat-Scene's grounding templates quote a description, not a command, so the request verb and
+    the trailing punctuation are dropped.
+    """
+    d = _REQUEST_PREFIX_RE.sub("", request.strip()).strip()
+    return d.rstrip(".?! ") or request.strip()
+
+
+def format_question(task: Task, question: str, object_id: int = -1, situation: str | None = None) -> str:
+    """The user text of one request, from the Chat-Scene template of ``task``.
+
+    ``question`` is the description for (multi-)grounding (a request verb such as "find" or "are
+    there any" is dropped, :func:`description_of`) and the question for QA; captioning uses
+    ``object_id`` and ignores ``question``; ``Task.SPATIAL`` questions (SPAR-style) carry their own
+    answer format and pass through unchanged.
+    """
+    task = Task(task)
+    q = (question or "").strip()
+    if task == Task.AUTO:
+        task = infer_task(q)
+    if task == Task.CAPTION:
+        return CAPTION_TEMPLATE.format(obj=obj_token(object_id))
+    if not q:
+        raise ValueError(f"an empty question cannot be prompted for task {task.value}")
+    if task == Task.GROUNDING:
+        return GROUNDING_TEMPLATE.format(description=description_of(q))
+    if task == Task.MULTI_GROUNDING:
+        return MULTI_GROUNDING_TEMPLATE.format(description=description_of(q))
+    if task == Task.QA:
+        if situation and situation.strip():
+            return SITUATED_QA_TEMPLATE.format(situation=situation.strip(), question=q)
+        return QA_TEMPLATE.format(question=q)
+    return q  # Task.SPATIAL
+
+
+def _join_ids(tokens: Sequence[str]) -> str:
+    if len(tokens) == 1:
+        return tokens[0]
+    if len(tokens) == 2:
+        return f"{tokens[0]} and {tokens[1]}"
+    return ", ".join(tokens[:-1]) + f", and {tokens[-1]}"
+
+
+def format_target(task: Task, target_ids: Iterable[int], answer_text: str | None = None) -> str:
+    """The answer a model should give (training targets; the parser reads the same format).
+
+    Grounding: ``<OBJ012>.`` (exactly one id). Multi-grounding: ``No.`` | ``Yes. <OBJ001>.`` |
+    ``Yes. <OBJ001> and <OBJ002>.`` | ``Yes. <OBJ001>, <OBJ002>, and <OBJ003>.`` (ids deduplicated,
+    order kept). QA, spatial and captioning: ``answer_text`` as given (stripped).
+    """
+    task = Task(task)
+    ids: list[int] = []
+    for i in target_ids:
+        if int(i) not in ids:
+            ids.append(int(i))
+    tokens = [obj_token(i) for i in ids]
+    if task == Task.GROUNDING:
+        if len(tokens) != 1:
+            raise ValueError(f"grounding targets need exactly one id, got {ids}")
+        return f"{tokens[0]}."
+    if task == Task.MULTI_GROUNDING:
+        return "No." if not tokens else f"Yes. {_join_ids(tokens)}."
+    if task == Task.AUTO:
+        raise ValueError("format_target needs a concrete task, not Task.AUTO")
+    if answer_text is None or not answer_text.strip():
+        raise ValueError(f"task {task.value} needs answer_text for its target")
+    return answer_text.strip()
+
+
+@dataclass
+class PromptBundle:
+    """Everything one prompt consists of, for the backend and for inspection.
+
+    ``messages`` are chat messages in the :mod:`scene_vlm_ros.vlm.types` format (frames first, then
+    the BEV, then the text). ``bev`` is the unmarked render with its pixel mapping; ``bev_image``
+    the marked BEV actually sent. ``frame_ids``/``marked_frames`` are in prompt order.
+    ``timings_ms`` has ``select``, ``bev``, ``markers`` (BEV + frames) and ``total``.
+    """
+
+    messages: list[dict[str, Any]]
+    bev: BevImage
+    bev_image: np.ndarray
+    frame_ids: list[int]
+    marked_frames: list[np.ndarray]
+    task: Task
+    text: str
+    system_text: str
+    bev_placements: list[MarkerPlacement] = field(default_factory=list)
+    frame_placements: dict[int, list[MarkerPlacement]] = field(default_factory=dict)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def build_messages(system_text: str, images: Sequence[np.ndarray], text: str) -> list[dict[str, Any]]:
+    """Chat messages: a system turn, then one user turn with ``images`` followed by ``text``."""
+    content: list[dict[str, Any]] = [{"type": "image", "image": img} for img in images]
+    content.append({"type": "text", "text": text})
+    return [
+        {"role": "system", "content": [{"type": "text", "text": system_text}]},
+        {"role": "user", "content": content},
+    ]
+
+
+def build_prompt(
+    snapshot: SceneSnapshot,
+    question: str,
+    task: Task,
+    n_frames: int = DEFAULT_N_FRAMES,
+    object_id: int = -1,
+    situation: str | None = None,
+    image_size: int = 512,
+    candidate_ids: Iterable[int] | None = None,
+) -> PromptBundle:
+    """Build the GPT4Scene visual prompt of one request.
+
+    Args:
+        snapshot: the scene (world frame, z up); its keyframes supply the frames.
+        question: description (grounding), question (QA/spatial); ignored for captioning.
+        task: what is asked; ``Task.AUTO`` is resolved with :func:`infer_task`.
+        n_frames: frames to select (8 by default, 32 for GPT4Scene parity); fewer when the
+            snapshot has fewer keyframes.
+        object_id: the instance to caption (``Task.CAPTION``); must exist in the snapshot.
+        situation: SQA3D-style situation text for situated QA.
+        image_size: longer side cap of every image (px); the BEV is ``image_size`` square.
+        candidate_ids: instances the question is likely about; frames showing them are preferred.
+    """
+    if not isinstance(question, str):
+        raise TypeError(f"question must be a str, got {type(question).__name__}")
+    if int(image_size) < 64:
+        raise ValueError(f"image_size must be >= 64 px, got {image_size}")
+    if int(n_frames) < 0:
+        raise ValueError(f"n_frames must be >= 0, got {n_frames}")
+    t0 = time.perf_counter()
+    task = Task(task)
+    if task == Task.AUTO:
+        task = infer_task(question)
+    cands = list(candidate_ids) if candidate_ids is not None else None
+    if task == Task.CAPTION:
+        if snapshot.instance(int(object_id)) is None:
+            known = [i.instance_id for i in snapshot.instances]
+            raise ValueError(
+                f"captioning needs object_id of an instance in the snapshot; got {object_id}, have {known}"
+            )
+        cands = [int(object_id)] + (cands or [])
+    text = format_question(task, question, object_id=object_id, situation=situation)
+
+    samples = prepare_instance_samples(snapshot)
+    vis_cache: dict = {}
+    frame_ids = (
+        select_frames(snapshot, n=n_frames, candidate_ids=cands, samples=samples, visibility_cache=vis_cache)
+        if n_frames > 0
+        else []
+    )
+    t1 = time.perf_counter()
+    bev = render_bev(snapshot, size_px=int(image_size))
+    t2 = time.perf_counter()
+    bev_image, bev_placements = draw_bev_markers(bev, snapshot)
+    marked, frame_placements = [], {}
+    for kid in frame_ids:
+        kf = snapshot.keyframe(kid)
+        if kf is None:  # select_frames only returns ids of the snapshot; guard against misuse anyway
+            raise ValueError(f"keyframe {kid} not in the snapshot")
+        img, placements = mark_frame(
+            kf, snapshot, samples=samples, image_size=int(image_size), visibility=vis_cache.get(kid)
+        )
+        marked.append(img)
+        frame_placements[kid] = placements
+    t3 = time.perf_counter()
+    system_text = SYSTEM_TEMPLATE.format(n_frames=len(marked))
+    messages = build_messages(system_text, [*marked, bev_image], text)
+    t4 = time.perf_counter()
+    return PromptBundle(
+        messages=messages,
+        bev=bev,
+        bev_image=bev_image,
+        frame_ids=list(frame_ids),
+        marked_frames=marked,
+        task=task,
+        text=text,
+        system_text=system_text,
+        bev_placements=bev_placements,
+        frame_placements=frame_placements,
+        timings_ms={
+            "select": (t1 - t0) * 1e3,
+            "bev": (t2 - t1) * 1e3,
+            "markers": (t3 - t2) * 1e3,
+            "total": (t4 - t0) * 1e3,
+        },
+    )
