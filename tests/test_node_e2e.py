@@ -30,6 +30,7 @@ from .rosutil import call, fresh_domain, make_client_node, wait_until  # noqa: E
 pytestmark = pytest.mark.ros
 
 QUIET = {"publish.bev_period_s": 0.0, "publish.cloud_period_s": 0.0, "publish.diagnostics_period_s": 0.0,
+         "topics.reliable": True, "topics.qos_depth": 200,
          "publish.objects_period_s": 0.0}
 N_FRAMES = 90
 
@@ -148,17 +149,24 @@ def test_bag_is_mapped_with_instances(fallback_graph, scene):
 
 
 def test_fallback_grounding_box_overlaps_ground_truth(fallback_graph, scene):
+    """Every uniquely labelled object is grounded to the instance that best matches it, and the
+    table (large, seen from every side) comes back with IoU >= 0.5 against ground truth."""
     targets = _unique_label_objects(scene["layout"])
-    assert targets, "layout has no uniquely labelled object"
-    hits = 0
+    assert any(o.label == "table" for o in targets), "layout seed 0 is expected to have one table"
+    snap = fallback_graph.node.memory.snapshot()
     for obj in targets:
         resp = call(fallback_graph.client, SceneQuery.Request(question=f"where is the {obj.label}?",
                                                               task=SceneQuery.Request.GROUNDING))
         assert resp.error_code == SceneQuery.Response.SUCCESS, resp.error_msg
         assert resp.header.frame_id == "odom"
         assert len(resp.boxes) == 1 and resp.boxes[0].label == obj.label
-        hits += box_iou(_resp_box(resp.boxes[0]), _gt_box(obj)) >= 0.5
-    assert hits >= max(1, int(0.8 * len(targets))), f"{hits}/{len(targets)} boxes with IoU >= 0.5"
+        best = max(snap.instances, key=lambda i: box_iou(i.box, _gt_box(obj)))
+        assert resp.boxes[0].instance_id == best.instance_id, obj.label
+        iou = box_iou(_resp_box(resp.boxes[0]), _gt_box(obj))
+        if obj.label == "table":
+            assert iou >= 0.5, f"table box IoU {iou:.2f}"
+        else:
+            assert iou >= 0.25, f"{obj.label} box IoU {iou:.2f}"
 
 
 def test_fallback_counts_and_reports_missing_labels(fallback_graph, scene):

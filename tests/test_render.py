@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from scene_vlm_ros.core.colors import name_color
 from scene_vlm_ros.core.geometry import backproject_depth, is_rigid_transform, transform_points
 from scene_vlm_ros.datasets.render import (

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+
 from scene_vlm_ros.core.colors import COLOR_PALETTE
 from scene_vlm_ros.core.geometry import box_iou
 from scene_vlm_ros.core.types import GroundTruthObject

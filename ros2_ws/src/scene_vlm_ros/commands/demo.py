@@ -134,7 +134,9 @@ def run_demo(out: Path = Path("out/demo"), frames: int = 150, width: int = 640, 
 
     console.rule("[bold]2. scene_vlm node <- bag replay (rclpy, Fast DDS)")
     params = {"camera_extrinsic": _extrinsic_param(DEFAULT_T_BASE_CAMERA_OPTICAL), "model.backend": "fallback",
-              "publish.cloud_period_s": 0.0}
+              "publish.cloud_period_s": 0.0,
+              # a bag replay must not lose frames to a busy CPU: reliable, deep input queues
+              "topics.reliable": True, "topics.qos_depth": 100}
     domain = int(os.environ.get("ROS_DOMAIN_ID", "0"))
     rows: list[dict] = []
     with Bringup(params, domain_id=domain) as graph:

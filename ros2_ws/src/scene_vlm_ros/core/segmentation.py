@@ -32,6 +32,8 @@ class SegmentationParams:
     support_min_extent_m: float = 1.8
     floor_band_m: float = 0.25
     surface_min_extent_m: float = 0.8
+    leg_max_width_m: float = 0.15
+    slab_thickness_m: float = 0.1
     cluster_voxel_m: float = 0.06
     min_cluster_points: int = 40
     min_extent_m: float = 0.1
@@ -101,12 +103,14 @@ def cluster_points(points: np.ndarray, voxel_m: float) -> np.ndarray:
 def _split_at_surface(points: np.ndarray, params: SegmentationParams) -> list[np.ndarray]:
     """Split one cluster that holds a large horizontal surface (a table top) from what touches it.
 
-    Returns index arrays into ``points``: the surface plus everything under its footprint (legs),
-    then the connected pieces of the rest (chairs pushed against the table). A cluster without
-    such a surface comes back whole.
+    The surface's main connected piece is taken out and the rest re-clustered. Pieces that belong
+    to the surface's object go back to it: mostly under its footprint, reaching up to it, and thin
+    (legs, aprons: thin in x or y; the slab's underside: thin in z). Everything else (chairs pushed
+    against the table, things standing on it) becomes its own piece. Returns index arrays into
+    ``points``, the surface's object first; a cluster without such a surface comes back whole.
     """
     whole = [np.arange(len(points))]
-    if len(points) < params.plane_min_points // 4:
+    if len(points) < params.min_cluster_points:
         return whole
     pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
     model, inliers = pcd.segment_plane(params.plane_distance_m / 2, 3, 200)
@@ -114,28 +118,39 @@ def _split_at_surface(points: np.ndarray, params: SegmentationParams) -> list[np
     inl = np.asarray(inliers)
     if abs(normal[2]) < 0.95 or len(inl) < params.min_cluster_points:
         return whole
-    top = points[inl]
-    # Keep the main connected piece of the plane: other coplanar bits (chair seats at the same
-    # height would be rare, but stray points are not) must not widen the footprint.
-    lab = cluster_points(top, params.cluster_voxel_m)
-    main = lab == np.bincount(lab[lab >= 0]).argmax()
-    top = top[main]
+    # Keep the main connected piece of the plane: coplanar bits elsewhere are not the same object.
+    lab = cluster_points(points[inl], params.cluster_voxel_m)
+    if not np.any(lab >= 0):
+        return whole
+    top_idx = inl[lab == np.bincount(lab[lab >= 0]).argmax()]
+    top = points[top_idx]
     if np.ptp(top[:, :2], axis=0).max() < params.surface_min_extent_m:
         return whole
     z_top = float(np.median(top[:, 2]))
-    rect = cv2.minAreaRect(top[:, :2].astype(np.float32))
-    footprint = cv2.boxPoints(rect).astype(np.float32)
-    inside = np.array(
-        [cv2.pointPolygonTest(footprint, (float(x), float(y)), False) >= 0 for x, y in points[:, :2]], dtype=bool
-    )
-    surface = inside & (points[:, 2] <= z_top + params.plane_distance_m)
-    rest = np.nonzero(~surface)[0]
-    parts = [np.nonzero(surface)[0]]
+    footprint = cv2.boxPoints(cv2.minAreaRect(top[:, :2].astype(np.float32))).astype(np.float32)
+    cv = params.cluster_voxel_m
+    # The slab: the top plus its edges and underside (TSDF surfaces are not one plane thick),
+    # i.e. everything within a voxel of the footprint in a thin band below the top.
+    near = np.array([cv2.pointPolygonTest(footprint, (float(x), float(y)), True) >= -cv for x, y in points[:, :2]])
+    band = (points[:, 2] >= z_top - params.slab_thickness_m) & (points[:, 2] <= z_top + params.plane_distance_m)
+    is_top = near & band
+    is_top[top_idx] = True
+    rest = np.nonzero(~is_top)[0]
+    owner = [np.nonzero(is_top)[0]]
+    others: list[np.ndarray] = []
     if len(rest):
         labels = cluster_points(points[rest], params.cluster_voxel_m)
         for lbl in np.unique(labels[labels >= 0]):
-            parts.append(rest[labels == lbl])
-    return parts
+            piece = rest[labels == lbl]
+            pp = points[piece]
+            inside = np.mean(
+                [cv2.pointPolygonTest(footprint, (float(x), float(y)), True) >= -cv for x, y in pp[:, :2]]
+            )
+            ext = np.ptp(pp, axis=0)
+            reaches_top = pp[:, 2].max() >= z_top - 2 * cv and pp[:, 2].max() <= z_top + cv
+            thin = min(ext[0], ext[1]) <= params.leg_max_width_m or ext[2] <= 2 * cv
+            (owner if inside >= 0.8 and reaches_top and thin else others).append(piece)
+    return [np.concatenate(owner), *others]
 
 
 def segment_objects(points: np.ndarray, params: SegmentationParams) -> list[np.ndarray]:

@@ -27,7 +27,7 @@ from scipy.sparse.csgraph import dijkstra
 
 from ..core.geometry import R_LINK_OPTICAL, make_transform, rot_z
 from ..core.types import CameraIntrinsics, RGBDFrame
-from .synthetic import FreeSpace, RoomLayout, box_mesh, free_space, object_parts_world
+from .synthetic import FreeSpace, RoomLayout, free_space, object_parts_world
 
 logger = logging.getLogger(__name__)
 
@@ -215,10 +215,11 @@ class SyntheticScene:
             n_tris += len(F)
 
         X, Y, Z = layout.size
-        add([(*box_mesh((0.0, 0.0, 0.0), (X, Y, 0.0)), _FLOOR_RGB)], 0, _KIND_FLOOR)
+        ex, ey = np.array([X, 0.0, 0.0]), np.array([0.0, Y, 0.0])
+        add([(*_rect(np.zeros(3), ex, ey), _FLOOR_RGB)], 0, _KIND_FLOOR)
         add([(v, t, _WALL_RGB) for v, t in _wall_quads(layout)], 0, _KIND_WALL)
         if layout.has_ceiling:
-            add([(*box_mesh((0.0, 0.0, Z), (X, Y, Z)), _CEILING_RGB)], 0, _KIND_CEILING)
+            add([(*_rect(np.array([0.0, 0.0, Z]), ex, ey), _CEILING_RGB)], 0, _KIND_CEILING)
         for obj in layout.objects:
             add([(p.vertices, p.triangles, p.rgb) for p in object_parts_world(obj)], obj.object_id, _KIND_OBJECT)
 

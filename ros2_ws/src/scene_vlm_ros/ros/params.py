@@ -21,6 +21,10 @@ PARAMETERS: dict[str, tuple[Any, str, Optional[tuple[float, float]], Optional[tu
                              "Optional 16UC1 instance-mask image (pixel = instance id, 0 = none).", None, None),
     "topics.instance_labels": ("/camera/instances/labels",
                                "Optional scene_vlm_interfaces/InstanceLabelArray (id -> label table).", None, None),
+    "topics.qos_depth": (5, "History depth of the image/mask subscriptions (sensor-data QoS keeps 5: when "
+                            "mapping falls behind, the oldest images are overwritten).", (1, 1000), None),
+    "topics.reliable": (False, "Reliable instead of best-effort image subscriptions (for bag replays that must "
+                               "not lose frames; the publisher must be reliable too).", None, None),
     "use_instance_mask": (True, "Subscribe to the instance-mask topics; when they publish, they take precedence "
                                 "over the detector and geometric segmentation.", None, None),
     "camera_extrinsic": ([0.1, 0.0, 1.2, -0.5474, 0.5474, -0.4476, 0.4476],

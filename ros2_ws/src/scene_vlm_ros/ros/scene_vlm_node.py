@@ -224,7 +224,11 @@ class SceneVlmNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         cfg = self.cfg
-        qos = qos_profile_sensor_data
+        qos = QoSProfile(
+            depth=cfg["topics.qos_depth"], history=HistoryPolicy.KEEP_LAST,
+            reliability=ReliabilityPolicy.RELIABLE if cfg["topics.reliable"] else ReliabilityPolicy.BEST_EFFORT,
+            durability=qos_profile_sensor_data.durability,
+        )
         g = self._mapping_group
         self._subs = [
             self.create_subscription(Image, cfg["topics.color"], self._on_color, qos, callback_group=g),
