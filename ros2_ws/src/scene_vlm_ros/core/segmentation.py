@@ -33,7 +33,7 @@ class SegmentationParams:
     floor_band_m: float = 0.25
     surface_min_extent_m: float = 0.8
     leg_max_width_m: float = 0.15
-    slab_thickness_m: float = 0.1
+    slab_thickness_m: float = 0.25
     cluster_voxel_m: float = 0.06
     min_cluster_points: int = 40
     min_extent_m: float = 0.1

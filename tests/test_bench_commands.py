@@ -1,0 +1,15 @@
+"""The benchmark commands run and report what they claim (figures themselves are not asserted)."""
+
+from __future__ import annotations
+
+from scene_vlm_ros.commands.bench_query import bench_query
+
+
+def test_bench_query_reports_overhead_and_mapping_ratio():
+    res = bench_query(repeats=3, n_frames=4, n_scene_frames=24, width=160, height=120)
+    q = res["query_overhead"]
+    assert q["n"] == 3 and 0 < q["p50_ms"] <= q["p95_ms"]
+    assert q["instances"] > 0
+    assert res["mapping_fps_alone"] > 0 and res["mapping_fps_with_queries"] > 0
+    assert res["queries_during_mapping"] >= 1  # the query thread really ran while mapping
+    assert abs(res["mapping_rate_kept"] - res["mapping_fps_with_queries"] / res["mapping_fps_alone"]) < 1e-9
