@@ -12,4 +12,5 @@ def test_bench_query_reports_overhead_and_mapping_ratio():
     assert q["instances"] > 0
     assert res["mapping_fps_alone"] > 0 and res["mapping_fps_with_queries"] > 0
     assert res["queries_during_mapping"] >= 1  # the query thread really ran while mapping
+    assert 0 < res["paced_frames_integrated_alone"] <= 1 and 0 < res["paced_frames_integrated_with_queries"] <= 1
     assert abs(res["mapping_rate_kept"] - res["mapping_fps_with_queries"] / res["mapping_fps_alone"]) < 1e-9

@@ -6,10 +6,10 @@ import dataclasses
 
 import numpy as np
 import pytest
+
 from scene_vlm_ros.core.frame_checks import check_frame_content, check_frame_sequence
 from scene_vlm_ros.core.memory import MemoryConfig, SceneMemory
 from scene_vlm_ros.core.types import CameraIntrinsics
-
 from tests.test_fusion import RoomRenderer, orbit_frames
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import open3d as o3d
 import pytest
+
 from scene_vlm_ros.core.fusion import FusionError, FusionParams, TSDFVolume
 from scene_vlm_ros.core.segmentation import (
     SegmentationParams,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from scene_vlm_ros.core.geometry import box_iou, rot_z
 from scene_vlm_ros.core.instances import InstanceMap, InstanceParams, Observation, oriented_box
 from scene_vlm_ros.core.types import GroundTruthObject, Instance, OrientedBox3D

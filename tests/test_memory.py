@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from scene_vlm_ros.core.memory import FORMAT_VERSION, MemoryConfig, MemoryConfigError, MemoryFormatError, SceneMemory
 from scene_vlm_ros.eval.mapping_metrics import id_switches, instance_recall, match_instances, oracle_ceiling
-
 from tests.test_fusion import OBJECTS, RoomRenderer, gt_objects, orbit_frames
 
 

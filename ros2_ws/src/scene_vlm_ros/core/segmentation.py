@@ -147,7 +147,8 @@ def _split_at_surface(points: np.ndarray, params: SegmentationParams) -> list[np
                 [cv2.pointPolygonTest(footprint, (float(x), float(y)), True) >= -cv for x, y in pp[:, :2]]
             )
             ext = np.ptp(pp, axis=0)
-            reaches_top = pp[:, 2].max() >= z_top - 2 * cv and pp[:, 2].max() <= z_top + cv
+            # Legs end where the slab band starts (the band already took their upper ends).
+            reaches_top = z_top - params.slab_thickness_m - 2 * cv <= pp[:, 2].max() <= z_top + cv
             thin = min(ext[0], ext[1]) <= params.leg_max_width_m or ext[2] <= 2 * cv
             (owner if inside >= 0.8 and reaches_top and thin else others).append(piece)
     return [np.concatenate(owner), *others]
