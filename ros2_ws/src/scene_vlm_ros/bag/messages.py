@@ -41,6 +41,9 @@ MAX_DEPTH_MM = 65534
 _ENCODING_DTYPES: dict[str, tuple[np.dtype, int]] = {
     "rgb8": (np.dtype(np.uint8), 3),
     "bgr8": (np.dtype(np.uint8), 3),
+    "rgba8": (np.dtype(np.uint8), 4),
+    "bgra8": (np.dtype(np.uint8), 4),
+    "8UC3": (np.dtype(np.uint8), 3),
     "mono8": (np.dtype(np.uint8), 1),
     "8UC1": (np.dtype(np.uint8), 1),
     "mono16": (np.dtype(np.uint16), 1),
@@ -167,7 +170,7 @@ def image_to_msg(image: np.ndarray, encoding: str, stamp_ns: int, frame_id: str)
     expected_ndim = 3 if channels > 1 else 2
     if arr.ndim != expected_ndim or (channels > 1 and arr.shape[2] != channels):
         raise MessageConversionError(
-            f"{encoding} needs an array of shape {'(H, W, 3)' if channels > 1 else '(H, W)'}, got {arr.shape}"
+            f"{encoding} needs an array of shape {f'(H, W, {channels})' if channels > 1 else '(H, W)'}, got {arr.shape}"
         )
     if arr.dtype != dtype:
         raise MessageConversionError(f"{encoding} needs dtype {dtype}, got {arr.dtype}")
@@ -185,7 +188,10 @@ def image_to_msg(image: np.ndarray, encoding: str, stamp_ns: int, frame_id: str)
 
 
 def msg_to_image(msg: Any) -> np.ndarray:
-    """Array of an Image message: (H, W, 3) uint8 for rgb8/bgr8 (channel order as encoded), (H, W) otherwise.
+    """Array of an Image message: (H, W, C) for multi-channel encodings (channel order as encoded), (H, W) otherwise.
+
+    Works on any object with the Image fields: rosbags dataclasses and rclpy messages alike (the
+    node's ``ros.conversions`` uses it too, so there is one decoder).
 
     Row padding (``step`` larger than a packed row) and big-endian data are handled. Use
     :func:`msg_to_rgb` to always get RGB.
@@ -195,6 +201,8 @@ def msg_to_image(msg: Any) -> np.ndarray:
         raise MessageConversionError(f"unsupported image encoding {encoding!r}; use one of {sorted(_ENCODING_DTYPES)}")
     dtype, channels = _ENCODING_DTYPES[encoding]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height == 0 or width == 0:
+        raise MessageConversionError(f"image has zero width or height ({width}x{height})")
     row_bytes = width * channels * dtype.itemsize
     raw = np.asarray(msg.data, dtype=np.uint8)
     if step < row_bytes or raw.size < step * height:
@@ -209,12 +217,16 @@ def msg_to_image(msg: Any) -> np.ndarray:
 
 
 def msg_to_rgb(msg: Any) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of an rgb8/bgr8/mono8 image message."""
+    """(H, W, 3) uint8 RGB of an rgb8/bgr8/rgba8/bgra8/mono8 image message."""
     img = msg_to_image(msg)
-    if msg.encoding == "rgb8":
+    if msg.encoding in ("rgb8", "8UC3"):
         return img
     if msg.encoding == "bgr8":
         return np.ascontiguousarray(img[:, :, ::-1])
+    if msg.encoding == "rgba8":
+        return np.ascontiguousarray(img[:, :, :3])
+    if msg.encoding == "bgra8":
+        return np.ascontiguousarray(img[:, :, 2::-1])
     if msg.encoding in ("mono8", "8UC1"):
         return np.repeat(img[:, :, None], 3, axis=2)
     raise MessageConversionError(f"colour image expected (rgb8/bgr8/mono8), got encoding {msg.encoding!r}")

@@ -1,7 +1,8 @@
 """Message <-> numpy conversions: the one place that knows ROS message layouts.
 
 Imports message types only (never rclpy), so it is unit-tested without ``rclpy.init()``.
-This replaces cv_bridge, which has no ROS 2 wheel on PyPI.
+This replaces cv_bridge, which has no ROS 2 wheel on PyPI. Image decoding is shared with the bag
+tools (``bag.messages``), which decode the same fields from rosbags' message classes.
 """
 
 from __future__ import annotations
@@ -16,26 +17,14 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from scene_vlm_interfaces.msg import InstanceLabelArray, ObjectBox3D
 
+from ..bag.messages import _ENCODING_DTYPES as IMAGE_ENCODINGS
+from ..bag.messages import MessageConversionError, msg_to_depth_m, msg_to_image, msg_to_rgb
 from ..core.geometry import make_transform, matrix_to_quat_xyzw, quat_xyzw_to_matrix, rot_z
 from ..core.markers import marker_color
 from ..core.types import CameraIntrinsics, Instance
 
-_ENCODINGS: dict[str, tuple[type, int]] = {
-    "rgb8": (np.uint8, 3),
-    "bgr8": (np.uint8, 3),
-    "rgba8": (np.uint8, 4),
-    "bgra8": (np.uint8, 4),
-    "mono8": (np.uint8, 1),
-    "8UC1": (np.uint8, 1),
-    "8UC3": (np.uint8, 3),
-    "mono16": (np.uint16, 1),
-    "16UC1": (np.uint16, 1),
-    "32FC1": (np.float32, 1),
-}
-
-
-class ConversionError(ValueError):
-    """A message whose content cannot be converted (bad encoding, size, or values)."""
+ConversionError = MessageConversionError
+"""A message whose content cannot be converted (bad encoding, size, or values)."""
 
 
 def stamp_to_s(stamp: Time) -> float:
@@ -51,31 +40,14 @@ def s_to_stamp(t_s: float) -> Time:
 
 
 def image_to_numpy(msg: Image) -> np.ndarray:
-    """(H, W[, C]) array of an Image; honours ``step`` padding and endianness."""
-    if msg.encoding not in _ENCODINGS:
-        raise ConversionError(f"unsupported image encoding {msg.encoding!r}; supported: {sorted(_ENCODINGS)}")
-    dtype, channels = _ENCODINGS[msg.encoding]
-    dt = np.dtype(dtype).newbyteorder(">" if msg.is_bigendian else "<")
-    row_bytes = msg.width * channels * dt.itemsize
-    if msg.height == 0 or msg.width == 0:
-        raise ConversionError("image has zero width or height")
-    if msg.step < row_bytes or len(msg.data) < msg.step * msg.height:
-        raise ConversionError(
-            f"image data too short: {len(msg.data)} bytes for {msg.height} rows of step {msg.step} "
-            f"(need at least {row_bytes} bytes per row for {msg.width}x{msg.encoding})"
-        )
-    buf = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, (bytes, bytearray)) else msg.data,
-                        dtype=np.uint8, count=msg.step * msg.height)
-    rows = buf.reshape(msg.height, msg.step)[:, :row_bytes]
-    arr = np.ascontiguousarray(rows).view(dt).reshape(msg.height, msg.width, channels)
-    arr = arr.astype(dtype, copy=False)
-    return arr[:, :, 0] if channels == 1 else arr
+    """(H, W[, C]) array of an Image; honours ``step`` padding and endianness (shared decoder)."""
+    return msg_to_image(msg)
 
 
 def numpy_to_image(arr: np.ndarray, encoding: str, stamp: Time | None = None, frame_id: str = "") -> Image:
-    if encoding not in _ENCODINGS:
+    if encoding not in IMAGE_ENCODINGS:
         raise ConversionError(f"unsupported image encoding {encoding!r}")
-    dtype, channels = _ENCODINGS[encoding]
+    dtype, channels = IMAGE_ENCODINGS[encoding]
     a = np.ascontiguousarray(arr, dtype=dtype)
     if (channels == 1 and a.ndim != 2) or (channels > 1 and (a.ndim != 3 or a.shape[2] != channels)):
         raise ConversionError(f"array of shape {a.shape} does not fit encoding {encoding}")
@@ -91,28 +63,12 @@ def numpy_to_image(arr: np.ndarray, encoding: str, stamp: Time | None = None, fr
 
 def color_to_rgb(msg: Image) -> np.ndarray:
     """RGB uint8 (H, W, 3) from any supported colour encoding."""
-    arr = image_to_numpy(msg)
-    if msg.encoding in ("rgb8", "8UC3"):
-        return arr
-    if msg.encoding == "bgr8":
-        return arr[:, :, ::-1].copy()
-    if msg.encoding == "rgba8":
-        return arr[:, :, :3].copy()
-    if msg.encoding == "bgra8":
-        return arr[:, :, 2::-1].copy()
-    if msg.encoding in ("mono8", "8UC1"):
-        return np.repeat(arr[:, :, None], 3, axis=2)
-    raise ConversionError(f"{msg.encoding!r} is not a colour encoding")
+    return msg_to_rgb(msg)
 
 
 def depth_to_m(msg: Image) -> np.ndarray:
     """Depth in metres (float32) from 16UC1 millimetres or 32FC1 metres; 0 = no reading."""
-    arr = image_to_numpy(msg)
-    if msg.encoding in ("16UC1", "mono16"):
-        return arr.astype(np.float32) * np.float32(1e-3)
-    if msg.encoding == "32FC1":
-        return arr.astype(np.float32, copy=False)
-    raise ConversionError(f"depth must be 16UC1 (mm) or 32FC1 (m), got {msg.encoding!r}")
+    return msg_to_depth_m(msg)
 
 
 def camera_info_to_intrinsics(msg: CameraInfo) -> CameraIntrinsics:
