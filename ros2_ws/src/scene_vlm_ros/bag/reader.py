@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import yaml
 from rosbags.rosbag2 import Reader
-from scipy.spatial.transform import Rotation, Slerp
 
 from ..core.geometry import invert_transform
+from ..core.sync import interpolate_pose
 from ..core.types import RGBDFrame
 from . import messages as m
 from .topics import (
@@ -206,12 +206,7 @@ class PoseTrack:
             return self.transforms[j].copy()
         t0, t1 = self.stamps_ns[j - 1], self.stamps_ns[j]
         a = (stamp_ns - t0) / (t1 - t0)
-        T0, T1 = self.transforms[j - 1], self.transforms[j]
-        out = np.eye(4)
-        out[:3, 3] = (1.0 - a) * T0[:3, 3] + a * T1[:3, 3]
-        slerp = Slerp([0.0, 1.0], Rotation.from_matrix(np.stack([T0[:3, :3], T1[:3, :3]])))
-        out[:3, :3] = slerp([a]).as_matrix()[0]
-        return out
+        return interpolate_pose(self.transforms[j - 1], self.transforms[j], a)
 
 
 @dataclass
