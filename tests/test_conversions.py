@@ -331,3 +331,16 @@ def test_labels_to_dict():
     msg.labels = [InstanceLabel(instance_id=3, label="chair"), InstanceLabel(instance_id=65535, label="wall")]
     assert labels_to_dict(msg) == {3: "chair", 65535: "wall"}
     assert labels_to_dict(InstanceLabelArray()) == {}
+
+
+def test_box_msg_round_trips_to_oriented_box():
+    from scene_vlm_ros.ros.conversions import box_to_oriented_box
+
+    inst = Instance(
+        instance_id=4, label="sofa", score=0.8, box=OrientedBox3D((1.0, 2.0, 0.4), (2.0, 0.9, 0.8), 2.5),
+        aabb_min=np.zeros(3), aabb_max=np.ones(3), points=np.zeros((1, 3)), colors=np.zeros((1, 3)),
+    )
+    box = box_to_oriented_box(instance_to_box(inst))
+    np.testing.assert_allclose(box.center, inst.box.center, atol=1e-9)
+    np.testing.assert_allclose(box.size, inst.box.size, atol=1e-6)
+    assert abs(box.yaw - 2.5) < 1e-9

@@ -11,16 +11,16 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
 SceneQuery = pytest.importorskip("scene_vlm_interfaces.srv").SceneQuery
 ListObjects = pytest.importorskip("scene_vlm_interfaces.srv").ListObjects
 
-from scene_vlm_ros.core.geometry import box_iou, matrix_to_quat_xyzw, quat_xyzw_to_matrix  # noqa: E402
+from scene_vlm_ros.core.geometry import box_iou, matrix_to_quat_xyzw  # noqa: E402
 from scene_vlm_ros.core.types import OrientedBox3D  # noqa: E402
 from scene_vlm_ros.ros.bringup import Bringup  # noqa: E402
+from scene_vlm_ros.ros.conversions import box_to_oriented_box  # noqa: E402
 from scene_vlm_ros.ros.replay_node import BagReplayer  # noqa: E402
 from scene_vlm_ros.ros.scene_vlm_node import SERVICE_QOS  # noqa: E402
 from scene_vlm_ros.vlm.types import GenerationTimeout, ModelError, VLMBackend  # noqa: E402
@@ -80,14 +80,6 @@ def _settle(graph: Bringup, timeout_s: float = 20.0) -> int:
 
 def _gt_box(obj) -> OrientedBox3D:
     return OrientedBox3D(tuple(obj.center), tuple(obj.size), float(obj.yaw))
-
-
-def _resp_box(b) -> OrientedBox3D:
-    q = [b.center.orientation.x, b.center.orientation.y, b.center.orientation.z, b.center.orientation.w]
-    R = quat_xyzw_to_matrix(np.array(q))
-    yaw = float(np.arctan2(R[1, 0], R[0, 0]))
-    return OrientedBox3D((b.center.position.x, b.center.position.y, b.center.position.z),
-                         (b.size.x, b.size.y, b.size.z), yaw)
 
 
 def _unique_label_objects(layout) -> list:
@@ -162,7 +154,7 @@ def test_fallback_grounding_box_overlaps_ground_truth(fallback_graph, scene):
         assert len(resp.boxes) == 1 and resp.boxes[0].label == obj.label
         best = max(snap.instances, key=lambda i: box_iou(i.box, _gt_box(obj)))
         assert resp.boxes[0].instance_id == best.instance_id, obj.label
-        iou = box_iou(_resp_box(resp.boxes[0]), _gt_box(obj))
+        iou = box_iou(box_to_oriented_box(resp.boxes[0]), _gt_box(obj))
         if obj.label == "table":
             assert iou >= 0.5, f"table box IoU {iou:.2f}"
         else:
@@ -213,7 +205,7 @@ def test_model_path_through_prompt_parse_and_boxes(oracle_graph, scene):
     obj = _unique_label_objects(scene["layout"])[0]
     resp = call(g.client, SceneQuery.Request(question=f"Where is the {obj.label}?", task=SceneQuery.Request.GROUNDING))
     assert resp.error_code == SceneQuery.Response.SUCCESS, resp.error_msg
-    assert box_iou(_resp_box(resp.boxes[0]), _gt_box(obj)) >= 0.5
+    assert box_iou(box_to_oriented_box(resp.boxes[0]), _gt_box(obj)) >= 0.5
     # the backend was shown marked frames plus the BEV
     assert g.backend.seen_images and g.backend.seen_images[-1] >= 2
 

@@ -53,16 +53,6 @@ def _extrinsic_param(T: np.ndarray) -> list[float]:
     return [float(v) for v in [*T[:3, 3], *matrix_to_quat_xyzw(T[:3, :3])]]
 
 
-def _box_from_msg(b: Any) -> Any:
-    from ..core.geometry import quat_xyzw_to_matrix
-    from ..core.types import OrientedBox3D
-
-    q = np.array([b.center.orientation.x, b.center.orientation.y, b.center.orientation.z, b.center.orientation.w])
-    R = quat_xyzw_to_matrix(q)
-    return OrientedBox3D((b.center.position.x, b.center.position.y, b.center.position.z),
-                         (b.size.x, b.size.y, b.size.z), float(np.arctan2(R[1, 0], R[0, 0])))
-
-
 def _wait_settled(node: Any, timeout_s: float = 30.0) -> int:
     last, since = -1, time.monotonic()
     deadline = time.monotonic() + timeout_s
@@ -114,6 +104,7 @@ def run_demo(out: Path = Path("out/demo"), frames: int = 150, width: int = 640, 
     from ..datasets.synthetic import read_ground_truth
     from ..eval.query_metrics import score_answer, summarise
     from ..ros.bringup import Bringup
+    from ..ros.conversions import box_to_oriented_box
     from ..ros.replay_node import BagReplayer
     from ..ros.scene_vlm_node import SERVICE_QOS
     from ..vlm.artifacts import write_prompt_artifacts
@@ -169,7 +160,7 @@ def run_demo(out: Path = Path("out/demo"), frames: int = 150, width: int = 640, 
             while not future.done():
                 time.sleep(0.005)
             resp = future.result()
-            boxes = [_box_from_msg(b) for b in resp.boxes]
+            boxes = [box_to_oriented_box(b) for b in resp.boxes]
             inst = [snap.instance(b.instance_id) for b in resp.boxes]
             inst = [i for i in inst if i is not None]
             scores = score_answer(rec, resp.answer, inst, gt_by_id)

@@ -21,7 +21,7 @@ from ..bag.messages import _ENCODING_DTYPES as IMAGE_ENCODINGS
 from ..bag.messages import MessageConversionError, msg_to_depth_m, msg_to_image, msg_to_rgb
 from ..core.geometry import make_transform, matrix_to_quat_xyzw, quat_xyzw_to_matrix, rot_z
 from ..core.markers import marker_color
-from ..core.types import CameraIntrinsics, Instance
+from ..core.types import CameraIntrinsics, Instance, OrientedBox3D
 
 ConversionError = MessageConversionError
 """A message whose content cannot be converted (bad encoding, size, or values)."""
@@ -180,3 +180,13 @@ def cloud_to_points(msg: PointCloud2) -> tuple[np.ndarray, np.ndarray]:
     rgb = rec["rgb"]
     col = np.stack([(rgb >> 16) & 255, (rgb >> 8) & 255, rgb & 255], axis=1).astype(np.uint8)
     return pts, col
+
+
+def box_to_oriented_box(box: ObjectBox3D) -> OrientedBox3D:
+    """Inverse of :func:`instance_to_box`'s geometry: centre, size and yaw of an ObjectBox3D."""
+    R = pose_to_matrix(box.center)[:3, :3]
+    return OrientedBox3D(
+        (box.center.position.x, box.center.position.y, box.center.position.z),
+        (box.size.x, box.size.y, box.size.z),
+        float(np.arctan2(R[1, 0], R[0, 0])),
+    )
