@@ -9,10 +9,11 @@ The node is a lifecycle node; this file configures and activates it automaticall
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode
+
+from launch import LaunchDescription
 
 try:  # auto-configure/activate when the lifecycle helpers are present
     from launch.actions import EmitEvent, RegisterEventHandler

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
 from scene_vlm_ros.commands.bench_prompt import build_box_scene
 from scene_vlm_ros.core.bev import render_bev
 from scene_vlm_ros.core.geometry import backproject_depth, make_transform, transform_points

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from scene_vlm_ros.vlm.backends.factory import BACKEND_KINDS, backend_class, make_backend
 from scene_vlm_ros.vlm.types import GenerationRequest, ModelUnavailableError, Task, VLMBackend
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+
 from scene_vlm_ros.vlm.backends.openai_backend import OpenAIBackend
 from scene_vlm_ros.vlm.types import GenerationRequest, GenerationTimeout, ModelError, ModelUnavailableError, Task
 

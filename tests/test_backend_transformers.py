@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from scene_vlm_ros.vlm.backends.tiny import build_tiny_qwen2vl
 from scene_vlm_ros.vlm.backends.transformers_backend import (
     MessageFormatError,
@@ -359,6 +360,7 @@ def test_no_trust_remote_code_anywhere() -> None:
 
 def test_bench_gpu_skips_cleanly_without_cuda(capsys: pytest.CaptureFixture[str]) -> None:
     import torch
+
     from scene_vlm_ros.commands import bench_gpu
 
     if torch.cuda.is_available():
@@ -371,6 +373,7 @@ def test_bench_gpu_skips_cleanly_without_cuda(capsys: pytest.CaptureFixture[str]
 
 def test_bench_config_is_qwen2vl_7b() -> None:
     import torch
+
     from scene_vlm_ros.commands.bench_gpu import qwen2vl_7b_config, random_model
 
     config = qwen2vl_7b_config()
@@ -390,8 +393,9 @@ def test_bench_config_is_qwen2vl_7b() -> None:
 
 def test_bench_loop_runs_on_tiny_model(tiny_dir: Path) -> None:
     import torch
-    from scene_vlm_ros.commands.bench_gpu import random_model, time_grounding_queries
     from transformers import AutoProcessor, Qwen2VLConfig
+
+    from scene_vlm_ros.commands.bench_gpu import random_model, time_grounding_queries
 
     config = Qwen2VLConfig.from_pretrained(tiny_dir)
     model = random_model(config, "cpu", torch.float32)

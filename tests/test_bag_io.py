@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+
 from scene_vlm_ros.bag import messages as m
 from scene_vlm_ros.bag.reader import BagReadError, PoseTrack, iter_raw_messages, read_bag, read_bag_info
 from scene_vlm_ros.bag.topics import (
@@ -390,7 +391,8 @@ def test_make_bag_synthetic_drift_writes_odometry_not_truth(tmp_path: Path) -> N
 
     out = tmp_path / "drift"
     make_bag(seed=2, frames=30, width=32, height=24, out=out, drift=True, storage="sqlite3", progress=False)
-    expected = list(generate_sequence(generate_layout(2), 30, 32, 24, seed=2, drift=True))
+    # make-bag fits one loop of the room into the frames by default (speed_mps=None)
+    expected = list(generate_sequence(generate_layout(2), 30, 32, 24, seed=2, drift=True, speed_mps=None))
     read = list(read_bag(out))
     assert len(read) == 30
     for got, sf in zip(read, expected):

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
 from scene_vlm_ros.commands.bench_prompt import CEILING_RGB, FLOOR_RGB, ROOM_XY_M, build_box_scene
 from scene_vlm_ros.core.bev import estimate_floor_and_cut, render_bev
 from scene_vlm_ros.core.markers import draw_bev_markers

@@ -10,6 +10,10 @@ pytest.importorskip("scene_vlm_interfaces.msg", reason="interface package not bu
 
 from builtin_interfaces.msg import Time  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
+from scipy.spatial.transform import Rotation  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+from visualization_msgs.msg import Marker  # noqa: E402
+
 from scene_vlm_interfaces.msg import InstanceLabel, InstanceLabelArray  # noqa: E402
 from scene_vlm_ros.core.geometry import make_transform  # noqa: E402
 from scene_vlm_ros.core.markers import marker_color  # noqa: E402
@@ -32,9 +36,6 @@ from scene_vlm_ros.ros.conversions import (  # noqa: E402
     s_to_stamp,
     stamp_to_s,
 )
-from scipy.spatial.transform import Rotation  # noqa: E402
-from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
-from visualization_msgs.msg import Marker  # noqa: E402
 
 RNG = np.random.default_rng(7)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from scene_vlm_ros.bag.reader import read_bag, read_bag_info
 from scene_vlm_ros.core.geometry import backproject_depth, is_rigid_transform, transform_points
 from scene_vlm_ros.datasets.scannet import ScanNetScan

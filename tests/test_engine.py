@@ -12,6 +12,7 @@ from typing import Optional
 
 import numpy as np
 import pytest
+
 from scene_vlm_ros.core.spatial import snapshot_from_objects
 from scene_vlm_ros.core.types import GroundTruthObject, SceneSnapshot
 from scene_vlm_ros.vlm.engine import (

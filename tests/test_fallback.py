@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 import pytest
+
 from scene_vlm_ros.core.spatial import NO_MATCH_REPLY, multi_grounding_reply, snapshot_from_objects
 from scene_vlm_ros.core.types import GroundTruthObject
 from scene_vlm_ros.vlm.backends.fallback import FallbackBackend, extract_description, route_task

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from scene_vlm_ros.commands.bench_prompt import build_box_scene, look_at
 from scene_vlm_ros.core.frame_selection import instances_seen, select_frames
 from scene_vlm_ros.core.types import CameraIntrinsics, Keyframe, SceneSnapshot

@@ -144,3 +144,18 @@ def test_metrics():
         instance_recall([good], [], (0.25,))
     assert match_instances([shifted, good], gt, 0.25) == {1: 10}
     assert id_switches([{1: 10}, {1: 10, 2: 4}, {}, {1: 11}, {1: 11, 2: 4}, {1: 10}]) == 2
+
+
+def test_geometry_segment_gives_a_detector_instance_its_shape():
+    m = InstanceMap(InstanceParams())
+    chair = box_surface((1.0, 1.0, 0.45), (0.5, 0.5, 0.9), n=3000)
+    # A lifted detection: half the chair plus background points behind it (box-shaped 2D region).
+    background = box_surface((1.0, 1.6, 0.45), (0.5, 0.1, 0.9), n=800, seed=4)
+    iid = m.observe(obs(np.concatenate([chair[:1200], background]), "chair", 0.6, "detector", 1.0))
+    before = m.instances()[0]
+    assert before.box.size[1] > 0.6  # polluted by the background
+    cols = np.zeros((len(chair), 3), np.uint8)
+    m.update_geometry([(chair, cols)], 2.0)
+    (after,) = m.instances()
+    assert after.instance_id == iid and after.label == "chair" and after.source == "detector"
+    assert box_iou(after.box, OrientedBox3D((1.0, 1.0, 0.45), (0.5, 0.5, 0.9))) > 0.8

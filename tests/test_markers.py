@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+
 from scene_vlm_ros.commands.bench_prompt import build_box_scene
 from scene_vlm_ros.core.bev import render_bev
 from scene_vlm_ros.core.geometry import project_points

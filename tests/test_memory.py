@@ -213,3 +213,21 @@ def test_stats_report_timings_and_memory(mask_run):
         assert st["timings"][stage]["p95_ms"] >= st["timings"][stage]["p50_ms"] > 0
     assert st["blocks"] > 0 and st["tsdf_bytes_est"] == st["blocks"] * (8**3 * 20 + 12)
     assert st["instances"] == 3
+
+
+def test_map_command_on_a_rosbag(renderer, tmp_path: Path):
+    """A bag written from the rendered room (with the instance topic) maps to the right objects."""
+    from scene_vlm_ros.bag.writer import write_bag
+    from scene_vlm_ros.commands.map import map_command
+    from scene_vlm_ros.core.geometry import R_LINK_OPTICAL, make_transform
+
+    T_base_opt = make_transform(R_LINK_OPTICAL, [0.1, 0.0, 1.2])
+    frames = orbit_frames(renderer, 30)
+    pairs = [(f, f.T_world_camera @ np.linalg.inv(T_base_opt)) for f in frames]
+    write_bag(tmp_path / "bag", pairs, T_base_opt, storage="mcap", with_instances=True, start_stamp_ns=10**18)
+    stats = map_command(tmp_path / "bag", tmp_path / "out", _config(), progress=False)
+    assert stats["frames_integrated"] == 30 and stats["frames_rejected"] == {}
+    objects = json.loads((tmp_path / "out" / "objects.json").read_text())
+    assert {o["label"] for o in objects} >= {"table", "cabinet", "box"}
+    back = SceneMemory.load(tmp_path / "out" / "memory")
+    assert instance_recall(back.snapshot().instances, gt_objects(), (0.5,))[0.5] == 1.0

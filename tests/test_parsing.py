@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from scene_vlm_ros.core.types import Instance, OrientedBox3D, SceneSnapshot
 from scene_vlm_ros.vlm.parsing import extract_ids, instances_for, parse_answer
 from scene_vlm_ros.vlm.prompts import format_target

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation, Slerp
+
 from scene_vlm_ros.core.geometry import R_LINK_OPTICAL, make_transform
 from scene_vlm_ros.core.pipeline import FramePipeline, PipelineConfig
 from scene_vlm_ros.core.types import CameraIntrinsics
-from scipy.spatial.transform import Rotation, Slerp
 
 H, W = 6, 8
 INTR = CameraIntrinsics(W, H, 10.0, 10.0, 4.0, 3.0)

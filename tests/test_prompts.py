@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+
 from scene_vlm_ros.commands.bench_prompt import build_box_scene
 from scene_vlm_ros.vlm.artifacts import write_prompt_artifacts
 from scene_vlm_ros.vlm.prompts import (

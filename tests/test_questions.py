@@ -14,13 +14,14 @@ import logging
 
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
+
 from scene_vlm_ros.core.referring import candidates_from_objects, canonical_label, resolve
 from scene_vlm_ros.core.spatial import SpatialEngine, snapshot_from_objects
 from scene_vlm_ros.core.types import CameraIntrinsics, GroundTruthObject
 from scene_vlm_ros.datasets.questions import TASKS, generate_questions, read_questions, write_questions
 from scene_vlm_ros.vlm.backends.fallback import FallbackBackend
 from scene_vlm_ros.vlm.types import GenerationRequest, Task
-from scipy.spatial.transform import Rotation
 
 logger = logging.getLogger(__name__)
 

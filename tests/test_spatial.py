@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from scene_vlm_ros.core.colors import COLOR_PALETTE
 from scene_vlm_ros.core.referring import (
     ROBOT,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation, Slerp
+
 from scene_vlm_ros.core.geometry import make_transform
 from scene_vlm_ros.core.sync import ApproximateTimeSync, PoseBuffer, interpolate_pose
-from scipy.spatial.transform import Rotation, Slerp
 
 
 # ----------------------------------------------------------------------------- ApproximateTimeSync

@@ -52,7 +52,8 @@ def _run_source(source: str, layout, n_frames: int, width: int, height: int, see
     render_s = 0.0
     refresh_ms = []
     t_render = time.perf_counter()
-    for i, sf in enumerate(generate_sequence(layout, n_frames, width, height, seed=seed, noise=noise)):
+    for i, sf in enumerate(generate_sequence(layout, n_frames, width, height, seed=seed, noise=noise,
+                                                      speed_mps=None)):
         render_s += time.perf_counter() - t_render
         if sf.frame.instance_mask is not None:
             ids, counts = np.unique(sf.frame.instance_mask, return_counts=True)
@@ -91,6 +92,7 @@ def _run_source(source: str, layout, n_frames: int, width: int, height: int, see
         "cached_snapshot_ms": cached_snapshot_ms,
         "blocks": st["blocks"],
         "tsdf_mb": st["tsdf_bytes_est"] / 1e6,
+        "memory_mb_est": st["memory_bytes_est"] / 1e6,
         "n_gt": len(gt),
         "n_instances": len(snap.instances),
         "recall@0.25": recall[0.25],

@@ -165,8 +165,10 @@ def make_bag(
     drift: Annotated[bool, typer.Option(help="Synthetic odometry drifts away from the true poses.")] = False,
     trajectory: Annotated[str, typer.Option(help="Synthetic camera path (see datasets.render).")] = "walkthrough",
     loop: Annotated[
-        bool, typer.Option(help="Synthetic: fit one whole loop of the room into the frames (else walk at 0.3 m/s).")
-    ] = False,
+        bool,
+        typer.Option(help="Synthetic: fit one whole loop of the room into the frames, so every object is seen "
+                          "(--no-loop: walk at 0.3 m/s and see only part of the room)."),
+    ] = True,
     frame_step: Annotated[int, typer.Option(help="Real sources: keep every n-th frame.")] = 1,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing bag directory.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,

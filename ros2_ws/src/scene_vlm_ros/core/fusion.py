@@ -47,6 +47,7 @@ class FusionParams:
     clear_radius_m: float = 0.0
     device: str = "CPU:0"
     min_observations: int = 2
+    initial_blocks: int = 2048
 
 
 class TSDFVolume:
@@ -61,9 +62,9 @@ class TSDFVolume:
             self._device = o3c.Device(params.device)
         except Exception as exc:  # Open3D raises a bare RuntimeError for unknown devices
             raise FusionError(f"unknown Open3D device {params.device!r} (use 'CPU:0' or 'CUDA:0'): {exc}") from exc
-        # The hash map starts at the budget (plus headroom for one frame's new blocks) so that it
-        # never rehashes mid-run, which would spike one frame's latency.
-        self._vbg = self._new_grid(params.block_budget + 8192)
+        # The grid preallocates every block's voxels (about 10 KB each at resolution 8), so it starts
+        # small and grows (Open3D rehashes when full: a one-off latency spike) up to the budget.
+        self._vbg = self._new_grid(min(params.block_budget, params.initial_blocks) + 1024)
         self.n_integrated = 0
         self.n_blocks_erased = 0
 

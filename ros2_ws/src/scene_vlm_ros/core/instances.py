@@ -97,6 +97,7 @@ class _Track:
     label_counts: Counter = field(default_factory=Counter)
     upstream_ids: set = field(default_factory=set)
     misses: int = 0
+    geometry_shape: bool = False
     best_keyframe_ids: tuple[int, ...] = ()
     cache: Optional[Instance] = None
     _coarse: Optional[np.ndarray] = None
@@ -219,7 +220,8 @@ class InstanceMap:
     def _log(self, kind: str, stamp_s: float, **kw: object) -> None:
         ev = {"type": kind, "stamp_s": float(stamp_s), **kw}
         self.events.append(ev)
-        logger.info("instance event: %s", ev)
+        # Creations are routine (debug); merges, splits and removals change IDs users may hold (info).
+        logger.log(logging.DEBUG if kind == "create" else logging.INFO, "instance event: %s", ev)
 
     @staticmethod
     def _overlap(keys: np.ndarray, track: _Track | _KeySet) -> float:
@@ -346,11 +348,21 @@ class InstanceMap:
         geo = {i: t for i, t in self._tracks.items() if t.source == "geometry"}
         claims: dict[int, list[tuple[float, int]]] = {}
         seg_keys = []
-        for si, (pts, _cols) in enumerate(segments):
+        refined: set[int] = set()
+        for si, (pts, cols) in enumerate(segments):
             keys = voxel_keys(pts, p.voxel_m)
             seg_keys.append(keys)
-            if any(self._overlap(keys, t) > 0.3 or self._overlap(t.keys, _KeySet(keys)) > 0.3 for t in sem):
+            cover = [(max(self._overlap(keys, t), self._overlap(t.keys, _KeySet(keys))), t) for t in sem]
+            covered = [(ov, t) for ov, t in cover if ov > 0.3]
+            if covered:
                 seg_keys[-1] = None
+                ov, owner = max(covered, key=lambda c: c[0])
+                # A detector instance is a box lifted with depth: the segment is its better shape
+                # (the label stays). Mask instances are already pixel-exact and keep their points.
+                if owner.source == "detector" and owner.instance_id not in refined:
+                    owner.set_points(keys, pts, cols, p.max_voxels)
+                    owner.geometry_shape = True
+                    refined.add(owner.instance_id)
                 continue
             overlaps = sorted(((self._overlap(t.keys, _KeySet(keys)), i) for i, t in geo.items()), reverse=True)
             hits = [i for ov, i in overlaps if ov >= p.assoc_min_overlap]
@@ -393,6 +405,10 @@ class InstanceMap:
                 del self._tracks[i]
                 self._log("removed", stamp_s, instance_id=i, source="geometry")
 
+    def nbytes(self) -> int:
+        """Bytes held by the instances' voxel arrays."""
+        return sum(t.keys.nbytes + t.sum_xyz.nbytes + t.sum_rgb.nbytes + t.hits.nbytes for t in self._tracks.values())
+
     def set_best_keyframes(self, instance_id: int, keyframe_ids: tuple[int, ...]) -> None:
         tr = self._tracks.get(instance_id)
         if tr is not None and tr.best_keyframe_ids != keyframe_ids:
@@ -409,7 +425,10 @@ class InstanceMap:
         for i in sorted(self._tracks):
             tr = self._tracks[i]
             if tr.cache is None:
-                min_hits = 2 if tr.n_observations >= self.params.noise_min_observations else 1
+                # Hit counts mean "seen in several views" only for accumulated sources; a geometry
+                # instance's points are one segment of the fused map (already multi-view filtered).
+                accumulated = tr.source != "geometry" and not tr.geometry_shape
+                min_hits = 2 if accumulated and tr.n_observations >= self.params.noise_min_observations else 1
                 pts, cols = tr.points(min_hits)
                 box = oriented_box(pts)
                 label, score = tr.label()
@@ -443,6 +462,7 @@ class InstanceMap:
                 "last_seen_s": tr.last_seen_s, "n_observations": tr.n_observations,
                 "label_scores": dict(tr.label_scores), "label_counts": dict(tr.label_counts),
                 "upstream_ids": sorted(int(u) for u in tr.upstream_ids), "misses": tr.misses,
+                "geometry_shape": tr.geometry_shape,
                 "best_keyframe_ids": list(tr.best_keyframe_ids),
             })
             arrays[f"keys_{i}"] = tr.keys
@@ -469,6 +489,7 @@ class InstanceMap:
             tr.label_counts = Counter({k: int(v) for k, v in t["label_counts"].items()})
             tr.upstream_ids = set(int(u) for u in t["upstream_ids"])
             tr.misses = int(t["misses"])
+            tr.geometry_shape = bool(t.get("geometry_shape", False))
             tr.best_keyframe_ids = tuple(int(k) for k in t["best_keyframe_ids"])
             m._tracks[i] = tr
         return m

@@ -407,13 +407,18 @@ class SceneMemory:
                     self._instances.set_best_keyframes(iid, best)
                 self._snapshot = None
 
-    def snapshot(self, refresh: bool = False) -> SceneSnapshot:
+    def snapshot(self, refresh: bool = False, allow_stale: bool = False) -> SceneSnapshot:
         """Immutable view of the memory. The cloud is re-extracted only when ``refresh`` is True or
-        ``refresh_every_n_frames`` frames have been integrated since the last extraction."""
+        ``refresh_every_n_frames`` frames have been integrated since the last extraction.
+
+        ``allow_stale=True`` never extracts: it returns the cached cloud and geometry instances
+        however old (empty before the first refresh), for callers that must stay cheap (a query
+        callback, a publisher) while one owner (the node's refresh thread) keeps the cache fresh.
+        """
         with self._lock:
             since = self._n_integrated - self._cloud_frame
             stale = self._cloud_frame < 0 or since >= self.config.refresh_every_n_frames
-            stale = stale and self._n_integrated > 0
+            stale = stale and self._n_integrated > 0 and not allow_stale
         if refresh or stale:
             self.refresh()
         with self._lock:
@@ -451,6 +456,9 @@ class SceneMemory:
                 for k, v in self._timings.items() if len(v)
             }
             n_blocks = self._volume.n_blocks
+            kf_bytes = sum(k.color_rgb.nbytes + k.depth_m.nbytes for k in self._keyframes.keyframes)
+            inst_bytes = self._instances.nbytes()
+            cloud_bytes = self._cloud[0].nbytes + self._cloud[1].nbytes
             return {
                 "frames_integrated": self._n_integrated,
                 "frames_rejected": dict(self._rejected),
@@ -458,6 +466,9 @@ class SceneMemory:
                 "blocks": n_blocks,
                 "blocks_erased": self._volume.n_blocks_erased,
                 "tsdf_bytes_est": n_blocks * self._volume.bytes_per_block,
+                "keyframe_bytes": kf_bytes,
+                "instance_bytes": inst_bytes,
+                "memory_bytes_est": n_blocks * self._volume.bytes_per_block + kf_bytes + inst_bytes + cloud_bytes,
                 "instances": len(self._instances),
                 "keyframes": len(self._keyframes.keyframes),
                 "instance_source": self.instance_source_status(),

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class PipelineConfig:
     slop_s: float = 0.02
-    queue_size: int = 10
+    queue_size: int = 30
     pose_max_wait_s: float = 0.5
     pending_max: int = 16
     use_instance_mask: bool = True

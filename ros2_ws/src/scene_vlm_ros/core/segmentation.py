@@ -1,12 +1,14 @@
 """Class-agnostic geometric segmentation of a fused, gravity-aligned point cloud.
 
 Input: world points (N, 3) in metres with z up (gravity = -z). Steps:
-1. remove *support planes*: large planes found by RANSAC (floor, walls, ceiling, long counters)
-   whose in-plane extent exceeds ``support_min_extent_m``; a table top (about 1-1.5 m) stays, it
-   is an object;
+1. remove *support planes* found by RANSAC: the floor and ceiling (large horizontal planes at the
+   bottom/top of the cloud) and walls (large vertical planes, ``support_min_extent_m`` or more);
+   horizontal planes in between (table tops, counters) are object surfaces and stay;
 2. cluster the rest by voxel connectivity (26-neighbourhood on a grid of ``cluster_voxel_m``),
    which on 2 cores is far cheaper than DBSCAN on tens of thousands of points;
-3. keep clusters whose point count and extents are object-like.
+3. split a cluster that holds a large horizontal surface (a table with chairs pushed against it):
+   the surface and what lies under its footprint form one object, the rest is re-clustered;
+4. keep segments whose point count and extents are object-like.
 """
 
 from __future__ import annotations
@@ -24,16 +26,32 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SegmentationParams:
-    """See ``MemoryConfig.seg_*``."""
+    """Segmentation parameters (metres; ``MemoryConfig.seg_*`` sets the main ones).
+
+    plane_distance_m: RANSAC inlier distance of support planes and table tops.
+    max_planes / plane_min_points: how many planes to try, smallest plane worth considering.
+    ransac_max_points / ransac_iterations: RANSAC scores this many plane hypotheses on at most
+        this many random points.
+    support_min_extent_m: in-plane span from which a floor/ceiling/wall plane counts as support.
+    floor_band_m: horizontal planes this close to the bottom/top of the cloud are floor/ceiling.
+    surface_min_extent_m: a cluster this wide is checked for a table-like top to split at.
+    leg_max_width_m / slab_thickness_m: thin pieces under a top (legs) and the band below the top
+        (edges, underside) that belong to the top's object.
+    claim_below_surface: everything under the top's footprint belongs to it (else only thin legs).
+    cluster_voxel_m: connectivity grid; min_cluster_points, min/max_extent_m: object-like segments.
+    """
 
     plane_distance_m: float = 0.04
     max_planes: int = 6
     plane_min_points: int = 400
+    ransac_max_points: int = 20000
+    ransac_iterations: int = 200
     support_min_extent_m: float = 1.8
     floor_band_m: float = 0.25
     surface_min_extent_m: float = 0.8
     leg_max_width_m: float = 0.15
     slab_thickness_m: float = 0.25
+    claim_below_surface: bool = True
     cluster_voxel_m: float = 0.06
     min_cluster_points: int = 40
     min_extent_m: float = 0.1
@@ -51,6 +69,34 @@ def _plane_extent(points: np.ndarray, normal: np.ndarray) -> float:
     return float(max(np.ptp(np.percentile(pa, [2, 98])), np.ptp(np.percentile(pb, [2, 98]))))
 
 
+def fit_plane_ransac(points: np.ndarray, distance_m: float, iterations: int, rng: np.random.Generator
+                     ) -> tuple[np.ndarray, float]:
+    """Plane ``(unit normal, offset)`` with ``n . p + offset = 0`` that has the most points within
+    ``distance_m``, refined by a least-squares fit to those inliers.
+
+    All hypotheses are scored at once as one matrix product, which numpy runs without holding the
+    GIL (Open3D's ``segment_plane`` held it for the whole search and stalled the mapping thread).
+    """
+    pts = np.asarray(points, dtype=np.float32)
+    idx = rng.integers(0, len(pts), size=(iterations, 3))
+    p0, p1, p2 = pts[idx[:, 0]], pts[idx[:, 1]], pts[idx[:, 2]]
+    normals = np.cross(p1 - p0, p2 - p0)
+    norms = np.linalg.norm(normals, axis=1)
+    ok = norms > 1e-9
+    if not np.any(ok):
+        return np.array([0.0, 0.0, 1.0]), 0.0
+    normals = normals[ok] / norms[ok, None]
+    offsets = -np.einsum("ij,ij->i", normals, p0[ok])
+    counts = (np.abs(pts @ normals.T + offsets) < distance_m).sum(axis=0)
+    best = int(np.argmax(counts))
+    inliers = pts[np.abs(pts @ normals[best] + offsets[best]) < distance_m].astype(np.float64)
+    if len(inliers) < 3:
+        return normals[best].astype(np.float64), float(offsets[best])
+    centroid = inliers.mean(axis=0)
+    normal = np.linalg.svd(inliers - centroid, full_matrices=False)[2][-1]
+    return normal, float(-normal @ centroid)
+
+
 def remove_support_planes(points: np.ndarray, params: SegmentationParams, seed: int = 0) -> np.ndarray:
     """Boolean mask (N,) of the points that are NOT on a support plane (floor, wall, ceiling).
 
@@ -63,20 +109,22 @@ def remove_support_planes(points: np.ndarray, params: SegmentationParams, seed: 
     keep = np.ones(len(points), dtype=bool)
     if len(points) < params.plane_min_points:
         return keep
-    o3d.utility.random.seed(seed)
+    rng = np.random.default_rng(seed)
     z_lo, z_hi = np.percentile(points[:, 2], [1, 99])
     searchable = np.ones(len(points), dtype=bool)
     for _ in range(params.max_planes):
         remaining = np.nonzero(searchable)[0]
         if len(remaining) < params.plane_min_points:
             break
-        pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points[remaining].astype(np.float64)))
-        model, inliers = pcd.segment_plane(params.plane_distance_m, 3, 200)
-        if len(inliers) < params.plane_min_points:
+        # RANSAC hypotheses are scored on a fixed-size random subset; inliers are then taken exactly
+        # over all points.
+        sample = remaining
+        if len(remaining) > params.ransac_max_points:
+            sample = np.sort(rng.choice(remaining, params.ransac_max_points, replace=False))
+        normal, offset = fit_plane_ransac(points[sample], params.plane_distance_m, params.ransac_iterations, rng)
+        inl = remaining[np.abs(points[remaining] @ normal + offset) < params.plane_distance_m]
+        if len(inl) < params.plane_min_points:
             break
-        normal = np.asarray(model[:3], dtype=np.float64)
-        normal /= np.linalg.norm(normal)
-        inl = remaining[np.asarray(inliers)]
         searchable[inl] = False
         extent = _plane_extent(points[inl], normal)
         z_med = float(np.median(points[inl, 2]))
@@ -100,6 +148,19 @@ def cluster_points(points: np.ndarray, voxel_m: float) -> np.ndarray:
     return labels[ijk[:, 0], ijk[:, 1], ijk[:, 2]].astype(np.int64) - 1
 
 
+def _robust_footprint(xy: np.ndarray, trim: float = 3.0) -> np.ndarray:
+    """(4, 2) rectangle of ``xy`` points along their min-area-rectangle axes, trimmed to the
+    ``trim``-``100 - trim`` percentiles: a few coplanar points of a neighbour (a chair back at
+    table height) must not widen a table's footprint over that neighbour."""
+    (_, _), (_, _), angle = cv2.minAreaRect(xy.astype(np.float32))
+    a = np.radians(angle)
+    axes = np.array([[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]])
+    local = xy @ axes.T
+    lo, hi = np.percentile(local, trim, axis=0), np.percentile(local, 100 - trim, axis=0)
+    corners = np.array([[lo[0], lo[1]], [hi[0], lo[1]], [hi[0], hi[1]], [lo[0], hi[1]]])
+    return (corners @ axes).astype(np.float32)
+
+
 def _split_at_surface(points: np.ndarray, params: SegmentationParams) -> list[np.ndarray]:
     """Split one cluster that holds a large horizontal surface (a table top) from what touches it.
 
@@ -113,7 +174,7 @@ def _split_at_surface(points: np.ndarray, params: SegmentationParams) -> list[np
     if len(points) < params.min_cluster_points:
         return whole
     pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
-    model, inliers = pcd.segment_plane(params.plane_distance_m / 2, 3, 200)
+    model, inliers = pcd.segment_plane(params.plane_distance_m, 3, 200)
     normal = np.asarray(model[:3]) / np.linalg.norm(model[:3])
     inl = np.asarray(inliers)
     if abs(normal[2]) < 0.95 or len(inl) < params.min_cluster_points:
@@ -127,12 +188,14 @@ def _split_at_surface(points: np.ndarray, params: SegmentationParams) -> list[np
     if np.ptp(top[:, :2], axis=0).max() < params.surface_min_extent_m:
         return whole
     z_top = float(np.median(top[:, 2]))
-    footprint = cv2.boxPoints(cv2.minAreaRect(top[:, :2].astype(np.float32))).astype(np.float32)
+    footprint = _robust_footprint(top[:, :2])
     cv = params.cluster_voxel_m
     # The slab: the top plus its edges and underside (TSDF surfaces are not one plane thick),
     # i.e. everything within a voxel of the footprint in a thin band below the top.
     near = np.array([cv2.pointPolygonTest(footprint, (float(x), float(y)), True) >= -cv for x, y in points[:, :2]])
     band = (points[:, 2] >= z_top - params.slab_thickness_m) & (points[:, 2] <= z_top + params.plane_distance_m)
+    if params.claim_below_surface:
+        band = points[:, 2] <= z_top + params.plane_distance_m
     is_top = near & band
     is_top[top_idx] = True
     rest = np.nonzero(~is_top)[0]

@@ -53,11 +53,11 @@ class CameraIntrinsics:
         )
 
     @classmethod
-    def from_K(cls, K: np.ndarray, width: int, height: int) -> "CameraIntrinsics":  # noqa: N803
+    def from_K(cls, K: np.ndarray, width: int, height: int) -> CameraIntrinsics:  # noqa: N803
         K = np.asarray(K, dtype=np.float64)
         return cls(int(width), int(height), float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]))
 
-    def scaled(self, factor: float) -> "CameraIntrinsics":
+    def scaled(self, factor: float) -> CameraIntrinsics:
         """Intrinsics of the same camera with the image resized by ``factor``."""
         return CameraIntrinsics(
             int(round(self.width * factor)),
@@ -144,7 +144,7 @@ class GroundTruthObject:
         }
 
     @classmethod
-    def from_json(cls, d: dict) -> "GroundTruthObject":
+    def from_json(cls, d: dict) -> GroundTruthObject:
         return cls(
             int(d["object_id"]),
             str(d["label"]),

@@ -34,7 +34,7 @@ PARAMETERS: dict[str, tuple[Any, str, Optional[tuple[float, float]], Optional[tu
     # -- time sync -------------------------------------------------------------------------------
     "sync.slop_s": (0.02, "Largest stamp difference (s) between colour, depth and mask of one frame.",
                     (0.0005, 1.0), None),
-    "sync.queue_size": (10, "Messages kept per input stream while waiting for a match.", (1, 1000), None),
+    "sync.queue_size": (30, "Messages kept per input stream while waiting for a match.", (1, 1000), None),
     "sync.pose_max_wait_s": (0.5, "How long (s) a frame waits for odometry newer than its stamp before it is "
                                   "dropped (reason no_pose).", (0.0, 10.0), None),
     "sync.mapping_queue_size": (16, "Synchronised frames waiting for integration; the oldest is dropped (and "
@@ -46,6 +46,9 @@ PARAMETERS: dict[str, tuple[Any, str, Optional[tuple[float, float]], Optional[tu
     "mapping.device": ("CPU:0", "Open3D device for fusion: CPU:0 or CUDA:0.", None, None),
     "mapping.detector_dir": ("", "Directory with yolo-fastest-1.1.{cfg,weights} and coco.names; empty = no "
                                  "detector.", None, None),
+    "mapping.refresh_period_s": (1.0, "How often (s) a background thread re-extracts the fused cloud and "
+                                      "re-segments the map, so queries read a fresh snapshot at no cost; 0 = off "
+                                      "(snapshots then keep the first extraction).", (0.0, 3600.0), None),
     "mapping.clear_radius_m": (0.0, "Drop map blocks farther than this from the robot (m); 0 = keep all.",
                                (0.0, 1000.0), None),
     # -- queries ---------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Thin glue: callbacks convert messages (``ros.conversions``), call the core (``FramePipeline``,
 ``SceneMemory``, ``QueryWorker``) and convert results back. Concurrency:
 
-- mapping callbacks share one mutually exclusive group, so integration is serialised;
+- input callbacks only convert and feed the time synchroniser (under a lock); integration runs on
+  a mapping thread with a bounded queue, and refreshes the snapshot cache between frames;
 - ``/scene_query`` is an ``async`` callback in a reentrant group: it takes a snapshot, hands the
   request to the bounded :class:`QueryWorker` and awaits the result without holding an executor
   thread, so mapping never waits for the model and many requests can be in flight;
@@ -15,8 +16,10 @@ MODEL_UNAVAILABLE on every query, the node keeps mapping), subscriptions start i
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -120,7 +123,12 @@ class SceneVlmNode(LifecycleNode):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._backend_injected = backend
 
-        self._mapping_group = MutuallyExclusiveCallbackGroup()
+        # Input callbacks are reentrant (each only converts and hands over under _pipeline_lock):
+        # with a mutually exclusive group, rclpy serves ready subscriptions in creation order and a
+        # backlog on the first topics starves the later ones (the mask), breaking time sync.
+        self._input_group = ReentrantCallbackGroup()
+        self._pipeline_lock = threading.Lock()
+        self._memory_group = MutuallyExclusiveCallbackGroup()
         self._query_group = ReentrantCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
 
@@ -138,6 +146,13 @@ class SceneVlmNode(LifecycleNode):
         self._bad_messages: dict[str, int] = {}
         self._t_activated = 0.0
         self._last_frame_wall = 0.0
+        self._frames: deque = deque()
+        self._frames_cv = threading.Condition()
+        self._mapping_thread: Optional[threading.Thread] = None
+        self._mapping_stop = threading.Event()
+        self._queue_dropped = 0
+        #: frames integrated when the refresh thread last refreshed the snapshot cache
+        self.refreshed_frames = 0
 
         # Services exist from construction on, so a client always gets an answer with a reason
         # (NO_MAP_YET before configure/activate), never a silent wait.
@@ -146,8 +161,8 @@ class SceneVlmNode(LifecycleNode):
         self.create_service(SceneQuery, "scene_query", self._on_scene_query, qos_profile=SERVICE_QOS,
                             callback_group=self._query_group)
         self.create_service(ListObjects, "~/list_objects", self._on_list_objects, callback_group=self._query_group)
-        self.create_service(SaveMemory, "~/save_memory", self._on_save_memory, callback_group=self._mapping_group)
-        self.create_service(LoadMemory, "~/load_memory", self._on_load_memory, callback_group=self._mapping_group)
+        self.create_service(SaveMemory, "~/save_memory", self._on_save_memory, callback_group=self._memory_group)
+        self.create_service(LoadMemory, "~/load_memory", self._on_load_memory, callback_group=self._memory_group)
 
     # -- parameters ------------------------------------------------------------------------------
     def _on_set_parameters(self, params: list[rclpy.parameter.Parameter]) -> SetParametersResult:
@@ -229,7 +244,7 @@ class SceneVlmNode(LifecycleNode):
             reliability=ReliabilityPolicy.RELIABLE if cfg["topics.reliable"] else ReliabilityPolicy.BEST_EFFORT,
             durability=qos_profile_sensor_data.durability,
         )
-        g = self._mapping_group
+        g = self._input_group
         self._subs = [
             self.create_subscription(Image, cfg["topics.color"], self._on_color, qos, callback_group=g),
             self.create_subscription(Image, cfg["topics.depth"], self._on_depth, qos, callback_group=g),
@@ -255,6 +270,12 @@ class SceneVlmNode(LifecycleNode):
             for name, cb in periods.items() if cfg[name] > 0
         ]
         self._t_activated = time.monotonic()
+        # Everything allocated so far (modules, typestores, the model) lives as long as the node:
+        # move it out of the cyclic GC's reach, so full collections stay short and do not stall
+        # the mapping thread while they hold the GIL.
+        gc.collect()
+        gc.freeze()
+        self._start_mapping_thread()
         self.get_logger().info(
             f"active: listening on {cfg['topics.color']}, {cfg['topics.depth']}, {cfg['topics.camera_info']}, "
             f"{cfg['topics.odom']}" + (f", {cfg['topics.instance_mask']}" if cfg["use_instance_mask"] else "")
@@ -267,6 +288,7 @@ class SceneVlmNode(LifecycleNode):
         for t in self._timers:
             self.destroy_timer(t)
         self._subs, self._timers = [], []
+        self._stop_mapping_thread()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -278,6 +300,7 @@ class SceneVlmNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _release(self) -> None:
+        self._stop_mapping_thread()
         if self.worker is not None:
             self.worker.shutdown()
         if self.backend is not None:
@@ -296,9 +319,12 @@ class SceneVlmNode(LifecycleNode):
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         try:
-            self.pipeline.set_intrinsics(conv.camera_info_to_intrinsics(msg))
+            intrinsics = conv.camera_info_to_intrinsics(msg)
         except conv.ConversionError as exc:
             self._bad("camera_info", exc)
+            return
+        with self._pipeline_lock:
+            self.pipeline.set_intrinsics(intrinsics)
 
     def _on_odom(self, msg: Odometry) -> None:
         try:
@@ -306,7 +332,9 @@ class SceneVlmNode(LifecycleNode):
         except conv.ConversionError as exc:
             self._bad("odom", exc)
             return
-        self._integrate(self.pipeline.add_odometry(stamp, T))
+        with self._pipeline_lock:
+            frames = self.pipeline.add_odometry(stamp, T)
+        self._integrate(frames)
 
     def _on_image(self, stream: str, msg: Image) -> None:
         try:
@@ -319,7 +347,9 @@ class SceneVlmNode(LifecycleNode):
         except conv.ConversionError as exc:
             self._bad(stream, exc)
             return
-        self._integrate(self.pipeline.add_image(stream, conv.stamp_to_s(msg.header.stamp), img))
+        with self._pipeline_lock:
+            frames = self.pipeline.add_image(stream, conv.stamp_to_s(msg.header.stamp), img)
+        self._integrate(frames)
 
     def _on_color(self, msg: Image) -> None:
         self._on_image("color", msg)
@@ -331,18 +361,93 @@ class SceneVlmNode(LifecycleNode):
         self._on_image("mask", msg)
 
     def _on_labels(self, msg: InstanceLabelArray) -> None:
-        self.pipeline.set_labels(conv.labels_to_dict(msg))
+        labels = conv.labels_to_dict(msg)
+        with self._pipeline_lock:
+            self.pipeline.set_labels(labels)
 
     def _integrate(self, frames: list) -> None:
-        for frame in frames:
-            t0 = time.perf_counter()
-            result = self.memory.integrate(frame)
-            self._integration_ms.append((time.perf_counter() - t0) * 1e3)
-            if result.accepted:
-                self._last_frame_wall = time.monotonic()
-            else:
-                reason = result.reason or "rejected"
-                self._rejected[reason] = self._rejected.get(reason, 0) + 1
+        """Hand synchronised frames to the mapping thread (never blocks the callback).
+
+        Integration runs on its own thread so that subscription callbacks stay short: a slow
+        frame (or a map refresh holding the memory) must not starve one input stream and break
+        time synchronisation. When mapping falls behind, the oldest waiting frame is dropped and
+        counted (``mapping_queue_overflow``), as a keep-last sensor queue would.
+        """
+        if not frames:
+            return
+        with self._frames_cv:
+            for frame in frames:
+                self._frames.append(frame)
+                while len(self._frames) > self.cfg["sync.mapping_queue_size"]:
+                    self._frames.popleft()
+                    self._queue_dropped += 1
+            self._frames_cv.notify()
+
+    def _start_mapping_thread(self) -> None:
+        self._mapping_stop.clear()
+        self._mapping_thread = threading.Thread(target=self._mapping_loop, name="scene-vlm-mapping", daemon=True)
+        self._mapping_thread.start()
+        self._refresh_thread = None
+        if self.cfg["mapping.refresh_period_s"] > 0:
+            self._refresh_thread = threading.Thread(target=self._refresh_loop, name="scene-vlm-refresh", daemon=True)
+            self._refresh_thread.start()
+
+    def _stop_mapping_thread(self) -> None:
+        self._mapping_stop.set()
+        with self._frames_cv:
+            self._frames_cv.notify_all()
+        for th in (self._mapping_thread, getattr(self, "_refresh_thread", None)):
+            if th is not None:
+                th.join(timeout=5.0)
+        self._mapping_thread = self._refresh_thread = None
+
+    def _mapping_loop(self) -> None:
+        while not self._mapping_stop.is_set():
+            with self._frames_cv:
+                if not self._frames:
+                    self._frames_cv.wait(timeout=0.1)
+                frame = self._frames.popleft() if self._frames else None
+            memory = self.memory
+            if memory is None:
+                continue
+            if frame is not None:
+                t0 = time.perf_counter()
+                try:
+                    result = memory.integrate(frame)
+                except Exception as exc:  # a core bug must not stop mapping for good
+                    self._bad("frame", exc)
+                    continue
+                dt_ms = (time.perf_counter() - t0) * 1e3
+                self._integration_ms.append(dt_ms)
+                if dt_ms > 200.0:
+                    self.get_logger().warning(
+                        f"slow integration: {dt_ms:.0f} ms (stages: {getattr(result, 'timings', {})})",
+                        throttle_duration_sec=5.0)
+                if result.accepted:
+                    self._last_frame_wall = time.monotonic()
+                else:
+                    reason = result.reason or "rejected"
+                    self._rejected[reason] = self._rejected.get(reason, 0) + 1
+
+    def _refresh_loop(self) -> None:
+        """Keep the snapshot cache fresh (cloud extraction + segmentation) on a thread of its own.
+
+        Queries and publishers read ``allow_stale`` snapshots and never pay for a refresh; the
+        mapping thread keeps integrating meanwhile (the memory holds its lock only for extraction).
+        """
+        period_s = self.cfg["mapping.refresh_period_s"]
+        while not self._mapping_stop.wait(period_s):
+            memory = self.memory
+            if memory is None:
+                continue
+            n = memory.snapshot(allow_stale=True).n_frames_integrated
+            if n > self.refreshed_frames:
+                try:
+                    memory.refresh()
+                except Exception as exc:  # keep the last good snapshot; report and go on
+                    self._bad("refresh", exc)
+                    continue
+                self.refreshed_frames = n
 
     # -- services --------------------------------------------------------------------------------
     def _fill(self, response: SceneQuery.Response, result: QueryResult) -> SceneQuery.Response:
@@ -370,9 +475,10 @@ class SceneVlmNode(LifecycleNode):
         if memory is None or worker is None:
             return self._fill(response, QueryResult(
                 ErrorCode.NO_MAP_YET, "the node is not active yet (lifecycle state: not configured)"))
-        snapshot = memory.snapshot()
+        snapshot = memory.snapshot(allow_stale=True)
         if snapshot.is_empty:
-            waiting = self.pipeline.stats() if self.pipeline else {}
+            with self._pipeline_lock:
+                waiting = self.pipeline.stats() if self.pipeline else {}
             return self._fill(response, QueryResult(
                 ErrorCode.NO_MAP_YET,
                 f"no frame has been integrated yet (received so far: {waiting.get('received', {})}; "
@@ -398,7 +504,7 @@ class SceneVlmNode(LifecycleNode):
         response.header.frame_id = self.cfg["map_frame"]
         if self.memory is None:
             return response
-        snap = self.memory.snapshot()
+        snap = self.memory.snapshot(allow_stale=True)
         flt = request.label_filter.strip().lower()
         response.objects = [conv.instance_to_box(i) for i in snap.instances if flt in i.label.lower()]
         response.header.stamp = conv.s_to_stamp(snap.stamp_s)
@@ -432,7 +538,7 @@ class SceneVlmNode(LifecycleNode):
             return response
         self.memory = loaded
         response.success = True
-        response.n_objects = len(loaded.snapshot().instances)
+        response.n_objects = len(loaded.snapshot(allow_stale=True).instances)
         response.message = f"loaded {response.n_objects} objects from {request.directory}"
         return response
 
@@ -440,7 +546,7 @@ class SceneVlmNode(LifecycleNode):
     def _publish_bev(self) -> None:
         if self.memory is None or self._pubs.get("bev") is None:
             return
-        snap = self.memory.snapshot()
+        snap = self.memory.snapshot(allow_stale=True)
         if snap.is_empty or self._pubs["bev"].get_subscription_count() == 0:
             return
         from ..core.bev import render_bev
@@ -453,7 +559,7 @@ class SceneVlmNode(LifecycleNode):
     def _publish_objects(self) -> None:
         if self.memory is None or "objects" not in self._pubs:
             return
-        snap = self.memory.snapshot()
+        snap = self.memory.snapshot(allow_stale=True)
         self._pubs["objects"].publish(conv.instances_to_markers(
             snap.instances, self.cfg["map_frame"], conv.s_to_stamp(snap.stamp_s)))
 
@@ -462,7 +568,7 @@ class SceneVlmNode(LifecycleNode):
             return
         if self._pubs["cloud"].get_subscription_count() == 0:
             return
-        snap = self.memory.snapshot()
+        snap = self.memory.snapshot(allow_stale=True)
         pts, cols = snap.points, snap.colors
         limit = self.cfg["publish.cloud_max_points"]
         if len(pts) > limit:
@@ -477,13 +583,16 @@ class SceneVlmNode(LifecycleNode):
         kv: dict[str, str] = {}
         level, message = DiagnosticStatus.OK, "mapping"
         if self.pipeline is not None:
-            ps = self.pipeline.stats()
+            with self._pipeline_lock:
+                ps = self.pipeline.stats()
             elapsed = max(1e-3, time.monotonic() - self._t_activated)
             for k, v in ps["received"].items():
                 kv[f"rate_{k}_hz"] = f"{v / elapsed:.1f}"
             for k, v in ps["dropped"].items():
                 kv[f"dropped_{k}"] = str(v)
             kv["frames_waiting_for_pose"] = str(ps["waiting_for_pose"])
+            kv["frames_waiting_for_mapping"] = str(len(self._frames))
+            kv["dropped_mapping_queue_overflow"] = str(self._queue_dropped)
             if not ps["received"].get("depth"):
                 level, message = DiagnosticStatus.WARN, f"no depth image received on {self.cfg['topics.depth']}"
             elif not ps["received"].get("odom"):
@@ -497,7 +606,7 @@ class SceneVlmNode(LifecycleNode):
             kv["integration_ms_p50"] = f"{np.percentile(arr, 50):.1f}"
             kv["integration_ms_p95"] = f"{np.percentile(arr, 95):.1f}"
         if self.memory is not None:
-            snap = self.memory.snapshot()
+            snap = self.memory.snapshot(allow_stale=True)
             kv["frames_integrated"] = str(snap.n_frames_integrated)
             kv["instances"] = str(len(snap.instances))
         if self.worker is not None:

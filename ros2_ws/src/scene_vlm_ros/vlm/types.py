@@ -21,7 +21,7 @@ from typing import Any, Optional
 from ..core.types import SceneSnapshot
 
 
-class Task(str, enum.Enum):
+class Task(str, enum.Enum):  # noqa: UP042 (str mixin keeps Task("grounding") == "grounding")
     """What kind of answer a query wants (mirrors SceneQuery.srv's task constants)."""
 
     AUTO = "auto"
@@ -32,7 +32,7 @@ class Task(str, enum.Enum):
     SPATIAL = "spatial"
 
     @classmethod
-    def from_srv(cls, code: int) -> "Task":
+    def from_srv(cls, code: int) -> Task:
         """Map the uint8 constant of SceneQuery.srv to a Task (ValueError when unknown)."""
         order = [cls.AUTO, cls.GROUNDING, cls.MULTI_GROUNDING, cls.QA, cls.CAPTION, cls.SPATIAL]
         if not 0 <= int(code) < len(order):
@@ -85,8 +85,8 @@ class VLMBackend(abc.ABC):
     @abc.abstractmethod
     def load(self) -> None: ...
 
-    def unload(self) -> None:
-        """Free weights / connections (called on node cleanup)."""
+    def unload(self) -> None:  # noqa: B027 (optional hook, deliberately not abstract)
+        """Free weights / connections (called on node cleanup); backends without any keep this no-op."""
 
     @property
     def loaded(self) -> bool:
