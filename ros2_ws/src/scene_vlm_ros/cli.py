@@ -41,7 +41,8 @@ def demo(
         "out/demo"),
     frames: Annotated[int, typer.Option(help="Frames of the synthetic walk-through.")] = 150,
     seed: Annotated[int, typer.Option(help="Synthetic scene seed.")] = 0,
-    rate: Annotated[float, typer.Option(help="Replay rate (1.0 = real time).")] = 1.0,
+    rate: Annotated[float, typer.Option(help="Replay rate (1.0 = real time). The default 0.5 leaves CPU for the "
+                                             "node, which shares this process with the player.")] = 0.5,
     kitchen: Annotated[bool, typer.Option(help="Also map the real 7-Scenes kitchen if ../shared/data has it.")] = True,
 ) -> None:
     """Map a synthetic room through the node, ask /scene_query questions, score boxes against ground truth."""
@@ -166,6 +167,33 @@ def run(
         graph.shutdown()
 
 
+@app.command()
+def replay(
+    bag: Annotated[Path, typer.Argument(help="rosbag2 directory or .mcap/.db3 file.")],
+    rate: Annotated[float, typer.Option(help="Playback rate (1.0 = real time, 0 = as fast as possible).")] = 1.0,
+    wait_for: Annotated[Optional[list[str]], typer.Option(help="Topics that need a subscriber before playing.")] = (
+        None),
+    wait_s: Annotated[float, typer.Option(help="How long to wait for those subscribers (s).")] = 20.0,
+) -> None:
+    """Publish a bag onto live topics (the stand-in for `ros2 bag play`; raw CDR, recorded timing)."""
+    import rclpy
+
+    from .ros.replay_node import BagReplayer
+
+    _setup_logging(False)
+    rclpy.init()
+    node = BagReplayer(bag, rate=rate)
+    try:
+        node.prepare()
+        if wait_for and not node.wait_for_subscribers(wait_for, timeout_s=wait_s):
+            typer.echo(f"no subscriber on {wait_for} after {wait_s} s; playing anyway", err=True)
+        counts = node.play()
+        typer.echo(json.dumps({"published": dict(counts), "skipped_topics": node.skipped_topics}))
+    finally:
+        node.destroy_node()
+        rclpy.shutdown()
+
+
 @bench_app.command("synthetic")
 def bench_synthetic_cmd(frames: int = 60, out: Optional[Path] = None) -> None:
     """Synthetic renderer speed (frames/s at 320x240 and 640x480)."""
@@ -175,11 +203,19 @@ def bench_synthetic_cmd(frames: int = 60, out: Optional[Path] = None) -> None:
 
 
 @bench_app.command("mapping")
-def bench_mapping_cmd(out: Optional[Path] = None, frames: int = 300) -> None:
-    """Fusion + instance update speed, memory, recall per instance source, oracle ceiling."""
-    from .commands.bench_mapping import bench_mapping
+def bench_mapping_cmd(out: Optional[Path] = None, frames: int = 300, seed: int = 0,
+                      detector_dir: Optional[Path] = None, kitchen_dir: Optional[Path] = None) -> None:
+    """Fusion + instance update speed, memory, recall per instance source, oracle ceiling.
 
-    _write_json(bench_mapping(n_frames=frames), out)
+    The detector source and the real-kitchen yardstick run when their data is given or found in
+    ../shared (models/yolo-fastest-1.1, data/7scenes-redkitchen)."""
+    from .commands.bench_mapping import bench_mapping
+    from .paths import find_shared
+
+    detector_dir = detector_dir or find_shared("models", "yolo-fastest-1.1")
+    kitchen_dir = kitchen_dir or find_shared("data", "7scenes-redkitchen")
+    _write_json(bench_mapping(seed=seed, n_frames=frames, detector_dir=str(detector_dir) if detector_dir else None,
+                              kitchen_dir=kitchen_dir), out)
 
 
 @bench_app.command("prompt")

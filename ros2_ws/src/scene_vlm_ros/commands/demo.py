@@ -66,16 +66,6 @@ def _wait_settled(node: Any, timeout_s: float = 30.0) -> int:
     return last
 
 
-def find_shared_data(name: str) -> Optional[Path]:
-    """``shared/data/<name>`` from $SCENE_VLM_SHARED, beside the working directory, or beside the checkout."""
-    roots = [os.environ.get("SCENE_VLM_SHARED"), Path.cwd().parent / "shared",
-             Path(__file__).resolve().parents[4].parent / "shared"]
-    for root in roots:
-        if root and (Path(root) / "data" / name).is_dir():
-            return Path(root) / "data" / name
-    return None
-
-
 def map_kitchen(kitchen_dir: Path, out: Path) -> Optional[dict]:
     """Map the real 7-Scenes slice offline and write its BEV + a marked frame (README pictures)."""
     from ..core.memory import MemoryConfig, SceneMemory
@@ -93,7 +83,7 @@ def map_kitchen(kitchen_dir: Path, out: Path) -> Optional[dict]:
 
 
 def run_demo(out: Path = Path("out/demo"), frames: int = 150, width: int = 640, height: int = 480,
-             seed: int = 0, rate: float = 1.0, with_kitchen: bool = True) -> dict:
+             seed: int = 0, rate: float = 0.5, with_kitchen: bool = True) -> dict:
     import rclpy
 
     from scene_vlm_interfaces.srv import SceneQuery
@@ -103,6 +93,7 @@ def run_demo(out: Path = Path("out/demo"), frames: int = 150, width: int = 640, 
     from ..datasets.render import DEFAULT_T_BASE_CAMERA_OPTICAL
     from ..datasets.synthetic import read_ground_truth
     from ..eval.query_metrics import score_answer, summarise
+    from ..paths import find_shared
     from ..ros.bringup import Bringup
     from ..ros.conversions import box_to_oriented_box
     from ..ros.replay_node import BagReplayer
@@ -126,8 +117,8 @@ def run_demo(out: Path = Path("out/demo"), frames: int = 150, width: int = 640, 
     console.rule("[bold]2. scene_vlm node <- bag replay (rclpy, Fast DDS)")
     params = {"camera_extrinsic": _extrinsic_param(DEFAULT_T_BASE_CAMERA_OPTICAL), "model.backend": "fallback",
               "publish.cloud_period_s": 0.0,
-              # a bag replay must not lose frames to a busy CPU: reliable, deep input queues
-              "topics.reliable": True, "topics.qos_depth": 100}
+              # a replay publishes faster than a camera when the CPU is busy: deep input queues
+              "topics.qos_depth": 100}
     domain = int(os.environ.get("ROS_DOMAIN_ID", "0"))
     rows: list[dict] = []
     with Bringup(params, domain_id=domain) as graph:
@@ -186,7 +177,7 @@ def run_demo(out: Path = Path("out/demo"), frames: int = 150, width: int = 640, 
         artifacts = write_prompt_artifacts(snap, out / "prompt", question=rows[0]["question"] if rows else "the table",
                                            n_frames=8)
     kitchen = None
-    kitchen_dir = find_shared_data("7scenes-redkitchen")
+    kitchen_dir = find_shared("data", "7scenes-redkitchen")
     if with_kitchen and kitchen_dir is not None:
         console.rule("[bold]5. the real 7-Scenes kitchen (../shared/data)")
         kitchen = map_kitchen(kitchen_dir, out / "kitchen")

@@ -46,9 +46,9 @@ PARAMETERS: dict[str, tuple[Any, str, Optional[tuple[float, float]], Optional[tu
     "mapping.device": ("CPU:0", "Open3D device for fusion: CPU:0 or CUDA:0.", None, None),
     "mapping.detector_dir": ("", "Directory with yolo-fastest-1.1.{cfg,weights} and coco.names; empty = no "
                                  "detector.", None, None),
-    "mapping.refresh_period_s": (1.0, "How often (s) a background thread re-extracts the fused cloud and "
-                                      "re-segments the map, so queries read a fresh snapshot at no cost; 0 = off "
-                                      "(snapshots then keep the first extraction).", (0.0, 3600.0), None),
+    "mapping.refresh_period_s": (1.0, "How often (s) the mapping thread re-extracts the fused cloud and "
+                                      "re-segments the map between frames, so queries read a fresh snapshot at no "
+                                      "cost; 0 = never (snapshots stay empty of geometry).", (0.0, 3600.0), None),
     "mapping.clear_radius_m": (0.0, "Drop map blocks farther than this from the robot (m); 0 = keep all.",
                                (0.0, 1000.0), None),
     # -- queries ---------------------------------------------------------------------------------

@@ -59,7 +59,12 @@ class BagReplayer(Node):
             self._pubs[topic] = None
             return None
         latched = topic == "/tf_static" or topic.endswith("/labels")
-        qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
+        # Images go out best-effort, as camera drivers publish them: a reliable publisher blocks
+        # (holding the GIL) while a busy subscriber acknowledges megabyte images, and in one process
+        # that stalls the very node it feeds. Odometry, TF, labels and camera info stay reliable.
+        image = msgtype == "sensor_msgs/msg/Image"
+        qos = QoSProfile(depth=100,
+                         reliability=ReliabilityPolicy.BEST_EFFORT if image else ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
         self._pubs[topic] = self.create_publisher(cls, topic, qos)
         return self._pubs[topic]
@@ -114,3 +119,4 @@ class BagReplayer(Node):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
+

@@ -142,6 +142,7 @@ class SceneVlmNode(LifecycleNode):
         self._timers: list[Any] = []
         self._pubs: dict[str, Any] = {}
         self._integration_ms: deque[float] = deque(maxlen=300)
+        self._refresh_ms: deque[float] = deque(maxlen=50)
         self._rejected: dict[str, int] = {}
         self._bad_messages: dict[str, int] = {}
         self._t_activated = 0.0
@@ -151,7 +152,7 @@ class SceneVlmNode(LifecycleNode):
         self._mapping_thread: Optional[threading.Thread] = None
         self._mapping_stop = threading.Event()
         self._queue_dropped = 0
-        #: frames integrated when the refresh thread last refreshed the snapshot cache
+        #: frames integrated when the mapping thread last refreshed the snapshot cache
         self.refreshed_frames = 0
 
         # Services exist from construction on, so a client always gets an answer with a reason
@@ -245,20 +246,25 @@ class SceneVlmNode(LifecycleNode):
             durability=qos_profile_sensor_data.durability,
         )
         g = self._input_group
+        # Creation order matters: rclpy serves ready subscriptions in this order, so the small,
+        # cheap messages every frame depends on (odometry, camera info, labels) come first and are
+        # never stuck behind a backlog of images.
         self._subs = [
-            self.create_subscription(Image, cfg["topics.color"], self._on_color, qos, callback_group=g),
-            self.create_subscription(Image, cfg["topics.depth"], self._on_depth, qos, callback_group=g),
-            self.create_subscription(CameraInfo, cfg["topics.camera_info"], self._on_camera_info, qos,
-                                     callback_group=g),
             self.create_subscription(Odometry, cfg["topics.odom"], self._on_odom, QoSProfile(depth=100),
+                                     callback_group=g),
+            self.create_subscription(CameraInfo, cfg["topics.camera_info"], self._on_camera_info, qos,
                                      callback_group=g),
         ]
         if cfg["use_instance_mask"]:
-            self._subs += [
-                self.create_subscription(Image, cfg["topics.instance_mask"], self._on_mask, qos, callback_group=g),
-                self.create_subscription(InstanceLabelArray, cfg["topics.instance_labels"], self._on_labels,
-                                         QoSProfile(depth=10), callback_group=g),
-            ]
+            self._subs.append(self.create_subscription(InstanceLabelArray, cfg["topics.instance_labels"],
+                                                       self._on_labels, QoSProfile(depth=10), callback_group=g))
+        self._subs += [
+            self.create_subscription(Image, cfg["topics.depth"], self._on_depth, qos, callback_group=g),
+            self.create_subscription(Image, cfg["topics.color"], self._on_color, qos, callback_group=g),
+        ]
+        if cfg["use_instance_mask"]:
+            self._subs.append(
+                self.create_subscription(Image, cfg["topics.instance_mask"], self._on_mask, qos, callback_group=g))
         periods = {
             "publish.bev_period_s": self._publish_bev,
             "publish.objects_period_s": self._publish_objects,
@@ -371,7 +377,7 @@ class SceneVlmNode(LifecycleNode):
         Integration runs on its own thread so that subscription callbacks stay short: a slow
         frame (or a map refresh holding the memory) must not starve one input stream and break
         time synchronisation. When mapping falls behind, the oldest waiting frame is dropped and
-        counted (``mapping_queue_overflow``), as a keep-last sensor queue would.
+        counted (``integration_queue_overflow``), as a keep-last sensor queue would.
         """
         if not frames:
             return
@@ -387,21 +393,25 @@ class SceneVlmNode(LifecycleNode):
         self._mapping_stop.clear()
         self._mapping_thread = threading.Thread(target=self._mapping_loop, name="scene-vlm-mapping", daemon=True)
         self._mapping_thread.start()
-        self._refresh_thread = None
-        if self.cfg["mapping.refresh_period_s"] > 0:
-            self._refresh_thread = threading.Thread(target=self._refresh_loop, name="scene-vlm-refresh", daemon=True)
-            self._refresh_thread.start()
 
     def _stop_mapping_thread(self) -> None:
         self._mapping_stop.set()
         with self._frames_cv:
             self._frames_cv.notify_all()
-        for th in (self._mapping_thread, getattr(self, "_refresh_thread", None)):
-            if th is not None:
-                th.join(timeout=5.0)
-        self._mapping_thread = self._refresh_thread = None
+        if self._mapping_thread is not None:
+            self._mapping_thread.join(timeout=5.0)
+        self._mapping_thread = None
 
     def _mapping_loop(self) -> None:
+        """Integrate queued frames; between frames, keep the snapshot cache fresh.
+
+        The refresh (cloud extraction + segmentation, ~0.1-0.3 s) runs here rather than on another
+        thread: with one writer nothing waits on the memory's lock while the lock holder is starved
+        of the GIL, a stall that was seen to last over a second. Queries and publishers read
+        ``allow_stale`` snapshots and never refresh; frames arriving meanwhile wait in the queue.
+        """
+        period_s = self.cfg["mapping.refresh_period_s"]
+        last_refresh = time.monotonic()
         while not self._mapping_stop.is_set():
             with self._frames_cv:
                 if not self._frames:
@@ -428,26 +438,19 @@ class SceneVlmNode(LifecycleNode):
                 else:
                     reason = result.reason or "rejected"
                     self._rejected[reason] = self._rejected.get(reason, 0) + 1
-
-    def _refresh_loop(self) -> None:
-        """Keep the snapshot cache fresh (cloud extraction + segmentation) on a thread of its own.
-
-        Queries and publishers read ``allow_stale`` snapshots and never pay for a refresh; the
-        mapping thread keeps integrating meanwhile (the memory holds its lock only for extraction).
-        """
-        period_s = self.cfg["mapping.refresh_period_s"]
-        while not self._mapping_stop.wait(period_s):
-            memory = self.memory
-            if memory is None:
-                continue
-            n = memory.snapshot(allow_stale=True).n_frames_integrated
-            if n > self.refreshed_frames:
-                try:
-                    memory.refresh()
-                except Exception as exc:  # keep the last good snapshot; report and go on
-                    self._bad("refresh", exc)
-                    continue
-                self.refreshed_frames = n
+            if period_s > 0 and time.monotonic() - last_refresh >= period_s:
+                # prefer a moment with few frames waiting, but never postpone past twice the period
+                if len(self._frames) <= 2 or time.monotonic() - last_refresh >= 2 * period_s:
+                    last_refresh = time.monotonic()
+                    n = memory.snapshot(allow_stale=True).n_frames_integrated
+                    if n > self.refreshed_frames:
+                        try:
+                            t_refresh = time.perf_counter()
+                            memory.refresh()
+                            self._refresh_ms.append((time.perf_counter() - t_refresh) * 1e3)
+                            self.refreshed_frames = n
+                        except Exception as exc:  # keep the last good snapshot; report and go on
+                            self._bad("refresh", exc)
 
     # -- services --------------------------------------------------------------------------------
     def _fill(self, response: SceneQuery.Response, result: QueryResult) -> SceneQuery.Response:
@@ -592,7 +595,7 @@ class SceneVlmNode(LifecycleNode):
                 kv[f"dropped_{k}"] = str(v)
             kv["frames_waiting_for_pose"] = str(ps["waiting_for_pose"])
             kv["frames_waiting_for_mapping"] = str(len(self._frames))
-            kv["dropped_mapping_queue_overflow"] = str(self._queue_dropped)
+            kv["dropped_integration_queue_overflow"] = str(self._queue_dropped)
             if not ps["received"].get("depth"):
                 level, message = DiagnosticStatus.WARN, f"no depth image received on {self.cfg['topics.depth']}"
             elif not ps["received"].get("odom"):
@@ -605,6 +608,8 @@ class SceneVlmNode(LifecycleNode):
             arr = np.asarray(self._integration_ms)
             kv["integration_ms_p50"] = f"{np.percentile(arr, 50):.1f}"
             kv["integration_ms_p95"] = f"{np.percentile(arr, 95):.1f}"
+        if self._refresh_ms:
+            kv["map_refresh_ms_p50"] = f"{np.percentile(np.asarray(self._refresh_ms), 50):.0f}"
         if self.memory is not None:
             snap = self.memory.snapshot(allow_stale=True)
             kv["frames_integrated"] = str(snap.n_frames_integrated)
