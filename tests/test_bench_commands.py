@@ -14,3 +14,14 @@ def test_bench_query_reports_overhead_and_mapping_ratio():
     assert res["queries_during_mapping"] >= 1  # the query thread really ran while mapping
     assert 0 < res["paced_frames_integrated_alone"] <= 1 and 0 < res["paced_frames_integrated_with_queries"] <= 1
     assert abs(res["mapping_rate_kept"] - res["mapping_fps_with_queries"] / res["mapping_fps_alone"]) < 1e-9
+
+
+def test_bench_soak_samples_every_sensor_minute(kitchen_dir):
+    """Structure of the soak report on a tiny run: 2 "minutes" of 30 frames (camera at 0.5 Hz)."""
+    from scene_vlm_ros.commands.bench_soak import bench_soak
+
+    res = bench_soak(kitchen_dir, minutes=2.0, camera_hz=0.5, progress=False)
+    assert res["frames"] == 60 and res["accepted"] == 60  # the looped replay is never rejected
+    assert [s["minute"] for s in res["samples"]] == [1.0, 2.0]
+    assert all(s["rss_mb"] > 0 and s["blocks"] > 0 for s in res["samples"])
+    assert res["blocks_max_deviation"] >= 0.0

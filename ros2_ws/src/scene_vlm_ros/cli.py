@@ -218,6 +218,18 @@ def bench_mapping_cmd(out: Optional[Path] = None, frames: int = 300, seed: int =
                               kitchen_dir=kitchen_dir), out)
 
 
+@bench_app.command("soak")
+def bench_soak_cmd(out: Optional[Path] = None, minutes: float = 10.0, kitchen_dir: Optional[Path] = None) -> None:
+    """Memory over a long replay of the real kitchen (sensor minutes at 30 Hz): RSS and blocks must stay flat."""
+    from .commands.bench_soak import bench_soak
+    from .paths import find_shared
+
+    kitchen_dir = kitchen_dir or find_shared("data", "7scenes-redkitchen")
+    if kitchen_dir is None:
+        raise typer.BadParameter("needs the 7-Scenes kitchen slice: pass --kitchen-dir or put ../shared beside")
+    _write_json(bench_soak(kitchen_dir, minutes=minutes), out)
+
+
 @bench_app.command("prompt")
 def bench_prompt_cmd(out: Optional[Path] = None, repeats: int = 20) -> None:
     """BEV from 1 M points, markers on 8 frames, whole prompt (p50/p95 ms)."""
