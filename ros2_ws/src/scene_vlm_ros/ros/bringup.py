@@ -123,8 +123,12 @@ class Bringup:
             pass
         if self._thread is not None:
             self._thread.join(timeout=5.0)
-        if self.node.worker is not None:
-            self.node.worker.shutdown()
+        # Lifecycle shutdown stops the mapping thread, the query worker and the model before the
+        # context goes away (a thread still running at interpreter exit made the process exit 1).
+        try:
+            self.node.trigger_shutdown()
+        except Exception:  # already finalized, or never configured
+            self.node._release()
         for n in [*self._extra_nodes, self.node]:
             try:
                 n.destroy_node()
