@@ -86,15 +86,16 @@ class MemoryConfig:
         frame_id: name of the world frame put into snapshots.
     """
 
-    voxel_size_m: float = 0.05
-    trunc_voxel_multiplier: float = 4.0
-    block_resolution: int = 8
-    depth_min_m: float = 0.2
-    depth_max_m: float = 5.0
-    block_budget: int = 40000
-    clear_radius_m: float = 0.0
-    device: str = "CPU:0"
-    min_surface_observations: int = 2
+    # Fusion defaults come from FusionParams (one definition; MemoryConfig only exposes them).
+    voxel_size_m: float = FusionParams.voxel_size_m
+    trunc_voxel_multiplier: float = FusionParams.trunc_voxel_multiplier
+    block_resolution: int = FusionParams.block_resolution
+    depth_min_m: float = FusionParams.depth_min_m
+    depth_max_m: float = FusionParams.depth_max_m
+    block_budget: int = FusionParams.block_budget
+    clear_radius_m: float = FusionParams.clear_radius_m
+    device: str = FusionParams.device
+    min_surface_observations: int = FusionParams.min_observations
     min_valid_depth_fraction: float = 0.01
     max_pose_jump_m: float = 2.0
     max_speed_m_s: float = 2.0
