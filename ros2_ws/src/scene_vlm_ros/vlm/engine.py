@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ..core.types import Instance, SceneSnapshot
+from .routing import infer_task
 from .types import GenerationRequest, GenerationTimeout, ModelError, ModelUnavailableError, Task, VLMBackend
 
 log = logging.getLogger(__name__)
@@ -79,21 +80,6 @@ def validate_request(req: QueryRequest, max_chars: int = MAX_QUESTION_CHARS) -> 
     if not math.isfinite(req.timeout_s) or req.timeout_s < 0:
         return QueryResult(ErrorCode.INVALID_REQUEST, f"timeout_s must be finite and >= 0 (got {req.timeout_s})")
     return None
-
-
-def infer_task(question: str) -> Task:
-    """Pick a task for AUTO requests from the wording of the question."""
-    q = question.lower()
-    metric = ("how far", "distance", "how many", "how big", "how tall", "how high", "how wide", "how long",
-              "size of", "height of", "meters", "metres", "closer", "farther", "left or right", "count")
-    if any(w in q for w in metric):
-        return Task.SPATIAL
-    multi = ("are there any", "all the", "all of the", "every ", "which objects", " any ")
-    if any(w in q for w in multi):
-        return Task.MULTI_GROUNDING
-    if q.startswith(("what color", "what colour", "what is", "is there", "does", "what kind", "what type")):
-        return Task.QA
-    return Task.GROUNDING
 
 
 class QueryEngine:

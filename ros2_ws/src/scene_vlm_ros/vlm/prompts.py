@@ -23,6 +23,7 @@ from ..core.bev import BevImage, render_bev
 from ..core.frame_selection import DEFAULT_N_FRAMES, select_frames
 from ..core.markers import MarkerPlacement, draw_bev_markers, mark_frame, prepare_instance_samples
 from ..core.types import SceneSnapshot
+from .routing import infer_task
 from .types import Task
 
 logger = logging.getLogger(__name__)
@@ -54,25 +55,6 @@ def obj_token(instance_id: int) -> str:
     if iid < 0:
         raise ValueError(f"instance ids in prompts must be >= 0, got {instance_id}")
     return f"<OBJ{iid:03d}>"
-
-
-def infer_task(question: str) -> Task:
-    """Guess the task of a free-form request (for ``Task.AUTO``).
-
-    "are there any ... / all ... / every ..." -> multi-grounding; a question (ends with "?" or
-    starts with what/how/is/...) -> QA, except "where is ..." which wants a box; anything else
-    (a description, "find the red chair") -> grounding.
-    """
-    q = question.strip().lower()
-    if re.match(r"^(are there (any|some)|find all|all |every |which objects|list all|show all)", q):
-        return Task.MULTI_GROUNDING
-    if re.match(r"^(where is|where's|where are|find|locate|show me|point (to|at)|go to|take me to)\b", q):
-        return Task.GROUNDING
-    if q.endswith("?") or re.match(
-        r"^(what|how|is|are|does|do|can|could|which|who|why|when|should|would|will|was|were|has|have)\b", q
-    ):
-        return Task.QA
-    return Task.GROUNDING
 
 
 _REQUEST_PREFIX_RE = re.compile(

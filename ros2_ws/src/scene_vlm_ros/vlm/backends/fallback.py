@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import threading
 import time
 from typing import Optional
@@ -38,40 +37,18 @@ from ...core.spatial import (
     grounding_reply,
     multi_grounding_reply,
 )
+from ..routing import extract_description, infer_task
 from ..types import GenerationRequest, GenerationTimeout, ModelError, ModelUnavailableError, Task, VLMBackend
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["FallbackBackend", "NO_MATCH_REPLY", "route_task", "extract_description"]
 
-_METRIC = re.compile(
-    r"\b(how (far|many|much|tall|high|long|wide|big|large)|distance|left or right|right or left|"
-    r"which (one )?is (closer|nearer|farther|further)|floor area|area of|height of|length of|width of|"
-    r"volume of|size of the room|degrees|meters|metres)\b"
-)
-_MULTI = re.compile(r"^(are there|is there|any|all|every|each|which objects)\b|\bany\b")
-
-
-def extract_description(question: str) -> str:
-    """The description inside a Chat-Scene grounding prompt's double quotes, else the text itself."""
-    m = re.search(r'"([^"]+)"', question) or re.search(r"“([^”]+)”", question)
-    return (m.group(1) if m else question).strip()
-
-
 def route_task(question: str) -> Task:
-    """AUTO routing: SPATIAL for metric wording, MULTI_GROUNDING for plural/"any"/"all", else GROUNDING."""
-    q = question.strip().lower()
-    if _METRIC.search(q):
-        return Task.SPATIAL
-    desc = extract_description(question).lower()
-    if _MULTI.search(desc) or _MULTI.search(q):
-        return Task.MULTI_GROUNDING
-    try:
-        if parse_expression(desc).wants_many:
-            return Task.MULTI_GROUNDING
-    except ReferringError:
-        pass
-    return Task.GROUNDING
+    """AUTO routing for the fallback: the shared router, with QA read as grounding (the fallback
+    answers questions about objects by finding them; free-text QA needs a model)."""
+    task = infer_task(question)
+    return Task.GROUNDING if task == Task.QA else task
 
 
 class FallbackBackend(VLMBackend):
