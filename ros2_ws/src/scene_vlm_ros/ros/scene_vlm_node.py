@@ -31,7 +31,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.task import Future
@@ -645,10 +645,12 @@ def main(args: Optional[list[str]] = None) -> None:
         node.trigger_configure()
         node.trigger_activate()
         executor.spin()
-    except KeyboardInterrupt:
-        pass
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass  # Ctrl-C: rclpy's signal handler has shut the context down
     finally:
-        node.trigger_shutdown() if hasattr(node, "trigger_shutdown") else None
+        # Stop the mapping thread, the query worker and the model; idempotent, and safe whether or
+        # not the lifecycle shutdown transition already ran with the context.
+        node._release()
         executor.shutdown()
         node.destroy_node()
         if rclpy.ok():

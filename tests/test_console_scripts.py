@@ -1,0 +1,74 @@
+"""The executables users start: `scene_vlm_node` and `scene-vlm run`, each in its own process,
+called over DDS from this test process, then stopped with Ctrl-C (SIGINT)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+SceneQuery = pytest.importorskip("scene_vlm_interfaces.srv").SceneQuery
+
+from .rosutil import fresh_domain  # noqa: E402
+
+pytestmark = pytest.mark.ros
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _ask_no_map_yet(domain: int, proc: subprocess.Popen) -> SceneQuery.Response:
+    ctx = rclpy.context.Context()
+    rclpy.init(context=ctx, domain_id=domain)
+    node = rclpy.create_node("console_test_client", context=ctx)
+    executor = rclpy.executors.SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    try:
+        client = node.create_client(SceneQuery, "/scene_query")
+        deadline = time.monotonic() + 60.0
+        while not client.wait_for_service(timeout_sec=0.5):
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the node never offered /scene_query"
+        future = client.call_async(SceneQuery.Request(question="where is the chair?"))
+        while not future.done():
+            executor.spin_once(timeout_sec=0.1)
+            assert time.monotonic() < deadline
+        return future.result()
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+
+
+def _stop(proc: subprocess.Popen) -> int:
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+
+
+@pytest.mark.parametrize("command", [
+    ["scene_vlm_node"],
+    ["scene-vlm", "run", "--config", str(ROOT / "config" / "scene_vlm.yaml"), "--set", "query.timeout_s=5.0"],
+])
+def test_executable_serves_scene_query_and_stops_on_sigint(command):
+    exe = shutil.which(command[0])
+    if exe is None:
+        pytest.skip(f"{command[0]} is not on PATH (run through `make test`)")
+    domain = fresh_domain()
+    env = {**os.environ, "ROS_DOMAIN_ID": str(domain)}
+    proc = subprocess.Popen([exe, *command[1:]], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        resp = _ask_no_map_yet(domain, proc)
+        assert resp.error_code == SceneQuery.Response.NO_MAP_YET, resp.error_msg
+        assert "no frame has been integrated" in resp.error_msg
+    finally:
+        rc = _stop(proc)
+    assert rc in (0, -signal.SIGINT), proc.stderr.read()[-3000:]
