@@ -26,9 +26,6 @@ from rich.table import Table
 
 log = logging.getLogger(__name__)
 
-#: Question families the no-weights fallback can answer (the others need a real VLM).
-DEMO_FAMILIES = ("category", "color", "largest", "next_to", "count", "distance_oo", "height")
-
 
 def _pick_questions(records: list[dict], per_task: int = 3) -> list[dict]:
     """A few grounding, counting and distance questions that need no camera frame."""

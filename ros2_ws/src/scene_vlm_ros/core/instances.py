@@ -203,6 +203,14 @@ class InstanceMap:
         self._next_id = 1
         self._upstream: dict[int, int] = {}
         self.events: list[dict] = []
+        self._events_view: tuple[dict, ...] = ()
+
+    def events_view(self) -> tuple[dict, ...]:
+        """Read-only view of the (append-only) event log, rebuilt only when events were added, so
+        that taking a snapshot does not copy the whole history every time."""
+        if len(self._events_view) != len(self.events):
+            self._events_view = tuple(self.events)
+        return self._events_view
 
     def __len__(self) -> int:
         return len(self._tracks)

@@ -432,7 +432,7 @@ class SceneMemory:
                 keyframes=self._keyframes.keyframes,
                 T_world_camera_latest=None if self._last_pose is None else self._last_pose.copy(),
                 n_frames_integrated=self._n_integrated,
-                metadata={"instance_source": self.instance_source_status(), "events": list(self._instances.events)},
+                metadata={"instance_source": self.instance_source_status(), "events": self._instances.events_view()},
             )
 
     def instance_source_status(self) -> str:

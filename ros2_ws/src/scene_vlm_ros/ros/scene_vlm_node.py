@@ -146,7 +146,6 @@ class SceneVlmNode(LifecycleNode):
         self._rejected: dict[str, int] = {}
         self._bad_messages: dict[str, int] = {}
         self._t_activated = 0.0
-        self._last_frame_wall = 0.0
         self._frames: deque = deque()
         self._frames_cv = threading.Condition()
         self._mapping_thread: Optional[threading.Thread] = None
@@ -433,9 +432,7 @@ class SceneVlmNode(LifecycleNode):
                     self.get_logger().warning(
                         f"slow integration: {dt_ms:.0f} ms (stages: {getattr(result, 'timings', {})})",
                         throttle_duration_sec=5.0)
-                if result.accepted:
-                    self._last_frame_wall = time.monotonic()
-                else:
+                if not result.accepted:
                     reason = result.reason or "rejected"
                     self._rejected[reason] = self._rejected.get(reason, 0) + 1
             if period_s > 0 and time.monotonic() - last_refresh >= period_s:
