@@ -4,6 +4,7 @@
 #  2. .venv with the pinned Python dependencies (requirements.lock) and this package (editable).
 #  3. Include paths the ROS 2 wheels' CMake exports hard-code (see docs/ros2-on-pypi notes in README).
 #  4. colcon build of the workspace (interface package + this package) into ros2_ws/install.
+#  5. feature steps in scripts/setup.d/ (each idempotent with its own stamp).
 # Every step is skipped when its inputs did not change (hash stamps in .stamps/).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -78,4 +79,12 @@ if [[ "$(cat "$STAMPS/colcon" 2>/dev/null)" != "$ws_hash" || ! -f ros2_ws/instal
   )
   echo "$ws_hash" > "$STAMPS/colcon"
 fi
+# ---- 5. feature steps: scripts/setup.d/NN-name.sh, sourced in order -------------------------
+# Each is idempotent and keeps its own stamp in $STAMPS (detector weights, vendored ROS packages,
+# Java for the caption scorers, ...). They may use log, link_if_missing, ROOT, STAMPS.
+for step in "$ROOT"/scripts/setup.d/*.sh; do
+  [[ -e "$step" ]] || continue
+  # shellcheck disable=SC1090
+  source "$step"
+done
 log "ready (.venv + ros2_ws/install)"
