@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import open3d as o3d
 from scipy import ndimage
 
 logger = logging.getLogger(__name__)
@@ -161,7 +160,7 @@ def _robust_footprint(xy: np.ndarray, trim: float = 3.0) -> np.ndarray:
     return (corners @ axes).astype(np.float32)
 
 
-def _split_at_surface(points: np.ndarray, params: SegmentationParams) -> list[np.ndarray]:
+def _split_at_surface(points: np.ndarray, params: SegmentationParams, seed: int = 0) -> list[np.ndarray]:
     """Split one cluster that holds a large horizontal surface (a table top) from what touches it.
 
     The surface's main connected piece is taken out and the rest re-clustered. Pieces that belong
@@ -173,10 +172,13 @@ def _split_at_surface(points: np.ndarray, params: SegmentationParams) -> list[np
     whole = [np.arange(len(points))]
     if len(points) < params.min_cluster_points:
         return whole
-    pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
-    model, inliers = pcd.segment_plane(params.plane_distance_m, 3, 200)
-    normal = np.asarray(model[:3]) / np.linalg.norm(model[:3])
-    inl = np.asarray(inliers)
+    # Seeded numpy RANSAC (Open3D's segment_plane draws from its own unseeded generator, which made
+    # the same bag map to a different table run to run).
+    rng = np.random.default_rng(seed)
+    sample = points if len(points) <= params.ransac_max_points else points[
+        rng.choice(len(points), params.ransac_max_points, replace=False)]
+    normal, offset = fit_plane_ransac(sample, params.plane_distance_m, params.ransac_iterations, rng)
+    inl = np.nonzero(np.abs(points @ normal + offset) < params.plane_distance_m)[0]
     if abs(normal[2]) < 0.95 or len(inl) < params.min_cluster_points:
         return whole
     # Keep the main connected piece of the plane: coplanar bits elsewhere are not the same object.
