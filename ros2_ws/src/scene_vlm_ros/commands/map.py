@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from ..core.memory import MemoryConfig, SceneMemory
 from ..core.types import RGBDFrame
@@ -32,7 +32,8 @@ def peak_rss_mb() -> float:
     return rss / 1024.0 if sys.platform != "darwin" else rss / (1024.0 * 1024.0)
 
 
-def iter_source_frames(source: Path, gravity_align: bool = True) -> tuple[Iterator[RGBDFrame], Optional[int]]:
+def iter_source_frames(source: Path, gravity_align: bool = True, topics: Optional[Any] = None,
+                       use_mask: bool = True) -> tuple[Iterator[RGBDFrame], Optional[int]]:
     """Frames of ``source`` and their count when known cheaply.
 
     A folder with ``camera-intrinsics.txt`` is read as 7-Scenes (gravity-aligned: the memory
@@ -47,48 +48,54 @@ def iter_source_frames(source: Path, gravity_align: bool = True) -> tuple[Iterat
         seq = load_seven_scenes(source, gravity_align=gravity_align)
         return seq.frames(), len(seq)
     if source.is_dir() or source.suffix in (".mcap", ".db3"):
-        from ..bag.reader import read_bag
+        from ..bag.reader import BagTopics, read_bag
 
-        return (bf.frame for bf in read_bag(source)), None
+        topics = topics or BagTopics()
+        if not use_mask:
+            topics = BagTopics(**{**vars(topics), "instances": "", "instance_labels": ""})
+        return (bf.frame for bf in read_bag(source, topics)), None
     raise MapSourceError(f"{source}: not a rosbag (folder, .mcap, .db3) nor a 7-Scenes folder (camera-intrinsics.txt)")
 
 
-def map_command(
+def map_source(
     source: Path,
-    out: Path,
     config: Optional[MemoryConfig] = None,
+    *,
+    topics: Optional[Any] = None,
+    use_mask: bool = True,
     max_frames: Optional[int] = None,
-    progress: bool = True,
-) -> dict:
-    """Fuse every frame of ``source`` into a fresh memory and write the outputs into ``out``.
+    progress: bool = False,
+) -> tuple[SceneMemory, dict]:
+    """Fuse ``source`` (a rosbag, a 7-Scenes folder) into a fresh memory; return it and its stats.
 
-    Returns the stats dict that is also written to ``out/stats.json``.
+    ``topics`` (a :class:`~scene_vlm_ros.bag.reader.BagTopics`) renames a bag's topics;
+    ``use_mask=False`` ignores a recorded instance mask (instances then come from the detector and
+    geometry, as on a real camera). The memory is refreshed before it is returned.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     memory = SceneMemory(config or MemoryConfig())
-    frames, total = iter_source_frames(Path(source))
+    frames, total = iter_source_frames(Path(source), topics=topics, use_mask=use_mask)
     if max_frames is not None and total is not None:
         total = min(total, max_frames)
     t_start = time.perf_counter()
     n = 0
+    bar = None
     if progress:
         from rich.progress import Progress
 
-        with Progress(transient=False) as bar:
-            task = bar.add_task(f"mapping {Path(source).name}", total=total)
-            for frame in frames:
-                if max_frames is not None and n >= max_frames:
-                    break
-                memory.integrate(frame)
-                n += 1
-                bar.advance(task)
-    else:
+        bar = Progress(transient=False)
+        bar.start()
+        task = bar.add_task(f"mapping {Path(source).name}", total=total)
+    try:
         for frame in frames:
             if max_frames is not None and n >= max_frames:
                 break
             memory.integrate(frame)
             n += 1
+            if bar is not None:
+                bar.advance(task)
+    finally:
+        if bar is not None:
+            bar.stop()
     wall_s = time.perf_counter() - t_start
     snap = memory.snapshot(refresh=True)
     mstats = memory.stats()
@@ -106,10 +113,29 @@ def map_command(
         "points": int(len(snap.points)),
         "memory": mstats,
     }
+    return memory, stats
+
+
+def map_command(
+    source: Path,
+    out: Path,
+    config: Optional[MemoryConfig] = None,
+    max_frames: Optional[int] = None,
+    progress: bool = True,
+) -> dict:
+    """Fuse every frame of ``source`` into a fresh memory and write the outputs into ``out``.
+
+    Returns the stats dict that is also written to ``out/stats.json``.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    memory, stats = map_source(source, config, max_frames=max_frames, progress=progress)
+    snap = memory.snapshot(allow_stale=True)
     (out / "objects.json").write_text(json.dumps([inst.to_json() for inst in snap.instances], indent=2))
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
     memory.save(out / "memory")
-    logger.info("mapped %d frames -> %d instances in %.1f s; outputs in %s", n, len(snap.instances), wall_s, out)
+    logger.info("mapped %d frames -> %d instances in %.1f s; outputs in %s", stats["frames_read"],
+                len(snap.instances), stats["wall_s"], out)
     return stats
 
 
