@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from ..core.types import Instance, SceneSnapshot
 from .routing import infer_task
@@ -87,20 +87,27 @@ class QueryEngine:
 
     ``backend`` may be None (no model configured and the fallback disabled); ``backend_error``
     then explains why and every query gets MODEL_UNAVAILABLE with that message.
+    ``prompt_profile`` (a name or :class:`~scene_vlm_ros.vlm.prompts.PromptProfile`) chooses how
+    the prompt is built; ``n_frames`` / ``image_size_px`` override the profile's values when given
+    (None keeps the profile's: 8 frames for ``default``, 32 for ``gpt4scene``).
     """
 
     def __init__(
         self,
         backend: Optional[VLMBackend],
         backend_error: str = "",
-        n_frames: int = 8,
-        image_size_px: int = 512,
+        n_frames: Optional[int] = None,
+        image_size_px: Optional[int] = None,
         max_new_tokens: int = 64,
+        prompt_profile: Any = None,
     ):
+        from .prompts import get_profile  # raises ValueError for an unknown name: fail at configuration
+
         self.backend = backend
         self.backend_error = backend_error
-        self.n_frames = n_frames
-        self.image_size_px = image_size_px
+        self.profile = get_profile(prompt_profile)
+        self.n_frames = self.profile.n_frames if n_frames is None else int(n_frames)
+        self.image_size_px = self.profile.image_size_px if image_size_px is None else int(image_size_px)
         self.max_new_tokens = max_new_tokens
 
     def answer(
@@ -130,7 +137,7 @@ class QueryEngine:
 
             bundle = build_prompt(
                 snapshot, req.question, task, n_frames=self.n_frames, object_id=req.object_id,
-                image_size=self.image_size_px,
+                image_size=self.image_size_px, profile=self.profile,
             )
             messages = bundle.messages
             timings.update({f"prompt_{k}": v for k, v in getattr(bundle, "timings_ms", {}).items()})

@@ -6,12 +6,23 @@ and a question into chat messages (frames first, then the BEV, each image's long
 answer strings a model is trained to produce, which :mod:`scene_vlm_ros.vlm.parsing` reads back.
 
 Object ids in text follow Chat-Scene: ``<OBJ###>``, the marker number zero-padded to three digits.
+
+Prompt profiles (:class:`PromptProfile`, :func:`get_profile`) name the few things that differ
+between the models we prompt: frame count, image cap, system turn and how a request becomes the
+quoted description. ``default`` is ours (8 frames, a system turn explaining the markers);
+``gpt4scene`` reproduces the evaluation input of GPT4Scene's released code (their
+``evaluate/qwen2_vl.py`` with Chat-Scene's annotation prompts): 32 marked frames then the BEV in one
+user turn, no system turn (Qwen2-VL's chat template then inserts its default "You are a helpful
+assistant."), longer side capped at 512 px, and the first Chat-Scene template of each task with the
+description's final punctuation mark dropped. The node, ``scene-vlm eval`` and training all select a
+profile by name through :func:`get_profile`.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import string
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +60,67 @@ SYSTEM_TEMPLATE = (
     "padded to three digits (marker 7 is <OBJ007>, marker 12 is <OBJ012>). Refer to objects only by these IDs."
 )
 
+
+
+@dataclass(frozen=True)
+class PromptProfile:
+    """How one model family wants to be prompted (see the module docstring).
+
+    Attributes:
+        name: registry key (``default``, ``gpt4scene``).
+        n_frames: marked keyframes before the BEV (fewer when the snapshot has fewer keyframes).
+        image_size_px: longer side cap of every image (px, nearest resampling); the BEV is square.
+        system_template: system turn with ``{n_frames}`` filled in, or None for no system turn.
+        description_style: how a grounding request becomes the quoted description: ``"request"``
+            drops a spoken request verb ("where is the red chair?" -> "the red chair",
+            :func:`description_of`); ``"benchmark"`` drops only one final punctuation mark, as
+            Chat-Scene's annotation scripts do with ScanRefer / Multi3DRefer descriptions.
+        summary: one line for ``--help`` texts and docs.
+    """
+
+    name: str
+    n_frames: int
+    image_size_px: int
+    system_template: str | None
+    description_style: str = "request"
+    summary: str = ""
+
+    def __post_init__(self) -> None:
+        if self.description_style not in ("request", "benchmark"):
+            raise ValueError(f"description_style must be 'request' or 'benchmark', got {self.description_style!r}")
+        if self.n_frames < 0 or self.image_size_px < 64:
+            raise ValueError(f"profile {self.name}: n_frames must be >= 0 and image_size_px >= 64")
+
+
+DEFAULT_PROFILE = PromptProfile(
+    "default", n_frames=DEFAULT_N_FRAMES, image_size_px=512, system_template=SYSTEM_TEMPLATE,
+    description_style="request",
+    summary="ours: 8 marked frames + BEV, a system turn explaining the markers (the node's default)",
+)
+GPT4SCENE_PROFILE = PromptProfile(
+    "gpt4scene", n_frames=32, image_size_px=512, system_template=None, description_style="benchmark",
+    summary="GPT4Scene's released evaluation input: 32 marked frames + BEV, no system turn, 512 px",
+)
+#: Every selectable profile by name.
+PROMPT_PROFILES: dict[str, PromptProfile] = {p.name: p for p in (DEFAULT_PROFILE, GPT4SCENE_PROFILE)}
+
+
+def get_profile(profile: str | PromptProfile | None = None) -> PromptProfile:
+    """The profile named ``profile`` (None -> ``default``; a PromptProfile passes through).
+
+    Raises:
+        ValueError: unknown name; the message lists the known ones.
+    """
+    if profile is None:
+        return DEFAULT_PROFILE
+    if isinstance(profile, PromptProfile):
+        return profile
+    key = str(profile).strip().lower()
+    if key not in PROMPT_PROFILES:
+        raise ValueError(f"unknown prompt profile {profile!r}; choose one of {sorted(PROMPT_PROFILES)}")
+    return PROMPT_PROFILES[key]
+
+
 def obj_token(instance_id: int) -> str:
     """``<OBJ###>`` of an instance id (three digits zero-padded; more digits when needed)."""
     iid = int(instance_id)
@@ -74,14 +146,28 @@ def description_of(request: str) -> str:
     return d.rstrip(".?! ") or request.strip()
 
 
-def format_question(task: Task, question: str, object_id: int = -1, situation: str | None = None) -> str:
+def benchmark_description(text: str) -> str:
+    """A benchmark description as Chat-Scene quotes it: outer whitespace and one final punctuation mark dropped."""
+    d = text.strip()
+    if d and d[-1] in string.punctuation:
+        d = d[:-1]
+    return d
+
+
+def format_question(
+    task: Task, question: str, object_id: int = -1, situation: str | None = None,
+    profile: str | PromptProfile | None = None,
+) -> str:
     """The user text of one request, from the Chat-Scene template of ``task``.
 
-    ``question`` is the description for (multi-)grounding (a request verb such as "find" or "are
-    there any" is dropped, :func:`description_of`) and the question for QA; captioning uses
-    ``object_id`` and ignores ``question``; ``Task.SPATIAL`` questions (SPAR-style) carry their own
-    answer format and pass through unchanged.
+    ``question`` is the description for (multi-)grounding (with the ``default`` profile a request
+    verb such as "find" or "are there any" is dropped, :func:`description_of`; with ``gpt4scene``
+    only a final punctuation mark, :func:`benchmark_description`) and the question for QA;
+    captioning uses ``object_id`` and ignores ``question``; ``Task.SPATIAL`` questions (SPAR-style)
+    carry their own answer format and pass through unchanged.
     """
+    prof = get_profile(profile)
+    describe = benchmark_description if prof.description_style == "benchmark" else description_of
     task = Task(task)
     q = (question or "").strip()
     if task == Task.AUTO:
@@ -91,9 +177,9 @@ def format_question(task: Task, question: str, object_id: int = -1, situation: s
     if not q:
         raise ValueError(f"an empty question cannot be prompted for task {task.value}")
     if task == Task.GROUNDING:
-        return GROUNDING_TEMPLATE.format(description=description_of(q))
+        return GROUNDING_TEMPLATE.format(description=describe(q))
     if task == Task.MULTI_GROUNDING:
-        return MULTI_GROUNDING_TEMPLATE.format(description=description_of(q))
+        return MULTI_GROUNDING_TEMPLATE.format(description=describe(q))
     if task == Task.QA:
         if situation and situation.strip():
             return SITUATED_QA_TEMPLATE.format(situation=situation.strip(), question=q)
@@ -143,6 +229,7 @@ class PromptBundle:
     the BEV, then the text). ``bev`` is the unmarked render with its pixel mapping; ``bev_image``
     the marked BEV actually sent. ``frame_ids``/``marked_frames`` are in prompt order.
     ``timings_ms`` has ``select``, ``bev``, ``markers`` (BEV + frames) and ``total``.
+    ``system_text`` is ``""`` when the profile sends no system turn.
     """
 
     messages: list[dict[str, Any]]
@@ -156,27 +243,31 @@ class PromptBundle:
     bev_placements: list[MarkerPlacement] = field(default_factory=list)
     frame_placements: dict[int, list[MarkerPlacement]] = field(default_factory=dict)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    profile: str = DEFAULT_PROFILE.name
 
 
-def build_messages(system_text: str, images: Sequence[np.ndarray], text: str) -> list[dict[str, Any]]:
-    """Chat messages: a system turn, then one user turn with ``images`` followed by ``text``."""
+def build_messages(system_text: str | None, images: Sequence[np.ndarray], text: str) -> list[dict[str, Any]]:
+    """Chat messages: a system turn (none when ``system_text`` is None or empty), then one user turn
+    with ``images`` followed by ``text``."""
     content: list[dict[str, Any]] = [{"type": "image", "image": img} for img in images]
     content.append({"type": "text", "text": text})
-    return [
-        {"role": "system", "content": [{"type": "text", "text": system_text}]},
-        {"role": "user", "content": content},
-    ]
+    messages: list[dict[str, Any]] = []
+    if system_text:
+        messages.append({"role": "system", "content": [{"type": "text", "text": system_text}]})
+    messages.append({"role": "user", "content": content})
+    return messages
 
 
 def build_prompt(
     snapshot: SceneSnapshot,
     question: str,
     task: Task,
-    n_frames: int = DEFAULT_N_FRAMES,
+    n_frames: int | None = None,
     object_id: int = -1,
     situation: str | None = None,
-    image_size: int = 512,
+    image_size: int | None = None,
     candidate_ids: Iterable[int] | None = None,
+    profile: str | PromptProfile | None = None,
 ) -> PromptBundle:
     """Build the GPT4Scene visual prompt of one request.
 
@@ -184,13 +275,18 @@ def build_prompt(
         snapshot: the scene (world frame, z up); its keyframes supply the frames.
         question: description (grounding), question (QA/spatial); ignored for captioning.
         task: what is asked; ``Task.AUTO`` is resolved with :func:`infer_task`.
-        n_frames: frames to select (8 by default, 32 for GPT4Scene parity); fewer when the
-            snapshot has fewer keyframes.
+        n_frames: frames to select (None: the profile's, 8 for ``default``, 32 for
+            ``gpt4scene``); fewer when the snapshot has fewer keyframes.
         object_id: the instance to caption (``Task.CAPTION``); must exist in the snapshot.
         situation: SQA3D-style situation text for situated QA.
-        image_size: longer side cap of every image (px); the BEV is ``image_size`` square.
+        image_size: longer side cap of every image (px; None: the profile's); the BEV is
+            ``image_size`` square.
         candidate_ids: instances the question is likely about; frames showing them are preferred.
+        profile: a :class:`PromptProfile` or its name (None: ``default``).
     """
+    prof = get_profile(profile)
+    n_frames = prof.n_frames if n_frames is None else n_frames
+    image_size = prof.image_size_px if image_size is None else image_size
     if not isinstance(question, str):
         raise TypeError(f"question must be a str, got {type(question).__name__}")
     if int(image_size) < 64:
@@ -209,7 +305,7 @@ def build_prompt(
                 f"captioning needs object_id of an instance in the snapshot; got {object_id}, have {known}"
             )
         cands = [int(object_id)] + (cands or [])
-    text = format_question(task, question, object_id=object_id, situation=situation)
+    text = format_question(task, question, object_id=object_id, situation=situation, profile=prof)
 
     samples = prepare_instance_samples(snapshot)
     vis_cache: dict = {}
@@ -233,7 +329,7 @@ def build_prompt(
         marked.append(img)
         frame_placements[kid] = placements
     t3 = time.perf_counter()
-    system_text = SYSTEM_TEMPLATE.format(n_frames=len(marked))
+    system_text = prof.system_template.format(n_frames=len(marked)) if prof.system_template else ""
     messages = build_messages(system_text, [*marked, bev_image], text)
     t4 = time.perf_counter()
     return PromptBundle(
@@ -247,6 +343,7 @@ def build_prompt(
         system_text=system_text,
         bev_placements=bev_placements,
         frame_placements=frame_placements,
+        profile=prof.name,
         timings_ms={
             "select": (t1 - t0) * 1e3,
             "bev": (t2 - t1) * 1e3,
