@@ -9,8 +9,10 @@ as is. Only local files are read (``local_files_only=True``) and no remote code 
 This module imports neither torch nor transformers at import time: the node constructs the
 backend cheaply and pays for the heavy imports in ``load()`` (its lifecycle ``configure``).
 
-The message helpers at the top (:func:`normalise_messages`, :func:`cap_image_side`) are shared
-with the HTTP backend; they need only numpy.
+The messages -> model-inputs conversion lives in :mod:`scene_vlm_ros.vlm.model_inputs`, shared with
+the training package (so a fine-tuned model sees exactly the inputs it was trained on) and, for the
+numpy-only message helpers re-exported here (:func:`normalise_messages`, :func:`cap_image_side`),
+with the HTTP backend.
 """
 
 from __future__ import annotations
@@ -23,9 +25,18 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
-
+from ..model_inputs import MessageFormatError, build_model_inputs, cap_image_side, normalise_messages
 from ..types import GenerationRequest, GenerationTimeout, ModelError, ModelUnavailableError, VLMBackend
+
+#: Re-exported: the HTTP backend, tools and tests import the message helpers from here.
+__all__ = [
+    "SUPPORTED_MODEL_TYPES",
+    "MessageFormatError",
+    "TransformersBackend",
+    "cap_image_side",
+    "inspect_checkpoint",
+    "normalise_messages",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -33,93 +44,6 @@ logger = logging.getLogger(__name__)
 SUPPORTED_MODEL_TYPES: dict[str, str] = {"qwen2_vl": "Qwen2-VL", "qwen2_5_vl": "Qwen2.5-VL"}
 
 _DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
-_ROLES = ("system", "user", "assistant")
-
-
-class MessageFormatError(ModelError, ValueError):
-    """The chat messages do not follow the format documented in ``vlm/types.py``.
-
-    A ModelError (so the query engine reports it like any other generation failure) and a
-    ValueError (it is a caller bug, not a model fault).
-    """
-
-
-# --------------------------------------------------------------------------------------------
-# Message helpers (numpy only; shared with the OpenAI-compatible backend)
-# --------------------------------------------------------------------------------------------
-
-
-def normalise_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Validate chat messages and return them with every ``content`` as a list of parts.
-
-    Args:
-        messages: ``[{"role": "system"|"user"|"assistant", "content": str | [part, ...]}, ...]`` where a
-            part is ``{"type": "text", "text": str}`` or ``{"type": "image", "image": ndarray}`` and an
-            image is (H, W, 3) uint8 RGB (a (H, W) uint8 grey image is accepted and expanded to RGB).
-
-    Returns:
-        New list of new dicts (the caller's images are not copied); string content becomes one text part.
-
-    Raises:
-        MessageFormatError: naming the offending message/part index and what was expected.
-    """
-    if not isinstance(messages, list) or not messages:
-        raise MessageFormatError("messages must be a non-empty list of {'role', 'content'} dicts")
-    out: list[dict[str, Any]] = []
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict) or "role" not in message or "content" not in message:
-            raise MessageFormatError(f"message {index} must be a dict with 'role' and 'content'")
-        role = message["role"]
-        if role not in _ROLES:
-            raise MessageFormatError(f"message {index}: role {role!r} is not one of {_ROLES}")
-        content = message["content"]
-        if isinstance(content, str):
-            parts = [{"type": "text", "text": content}]
-        elif isinstance(content, list):
-            parts = []
-            for part_index, part in enumerate(content):
-                parts.append(_check_part(part, f"message {index} part {part_index}"))
-        else:
-            raise MessageFormatError(f"message {index}: content must be a str or a list of parts, got {type(content)}")
-        out.append({"role": role, "content": parts})
-    return out
-
-
-def _check_part(part: Any, where: str) -> dict[str, Any]:
-    if not isinstance(part, dict) or part.get("type") not in ("text", "image"):
-        raise MessageFormatError(f"{where}: expected {{'type': 'text'|'image', ...}}, got {part!r:.80}")
-    if part["type"] == "text":
-        if not isinstance(part.get("text"), str):
-            raise MessageFormatError(f"{where}: a text part needs a str 'text'")
-        return {"type": "text", "text": part["text"]}
-    image = part.get("image")
-    if not isinstance(image, np.ndarray):
-        raise MessageFormatError(f"{where}: an image part needs 'image' as an np.ndarray (H, W, 3) uint8 RGB")
-    if image.dtype != np.uint8:
-        raise MessageFormatError(f"{where}: image dtype is {image.dtype}, expected uint8 RGB (scale/convert first)")
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
-        raise MessageFormatError(f"{where}: image shape is {image.shape}, expected (H, W, 3) RGB")
-    return {"type": "image", "image": image}
-
-
-def cap_image_side(image: np.ndarray, max_side_px: int) -> np.ndarray:
-    """Downscale an (H, W, 3) uint8 image so that its longer side is at most ``max_side_px``.
-
-    Nearest-neighbour resampling, as GPT4Scene does for its 512 px frames and BEV: the object-ID
-    markers stay crisp instead of being blurred into the background. Images already small enough
-    are returned unchanged (same object).
-    """
-    height, width = image.shape[:2]
-    longest = max(height, width)
-    if longest <= max_side_px:
-        return image
-    scale = max_side_px / float(longest)
-    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
-    rows = np.minimum((np.arange(new_h) + 0.5) / scale, height - 1).astype(np.intp)
-    cols = np.minimum((np.arange(new_w) + 0.5) / scale, width - 1).astype(np.intp)
-    return np.ascontiguousarray(image[rows[:, None], cols[None, :]])
 
 
 # --------------------------------------------------------------------------------------------
@@ -420,34 +344,14 @@ class TransformersBackend(VLMBackend):
         """
         if self._processor is None:
             raise ModelUnavailableError("TransformersBackend.load() has not been called (or unload() was)")
-        from PIL import Image
-
-        normalised = normalise_messages(messages)
-        images: list[Any] = []
-        template_messages: list[dict[str, Any]] = []
-        for message in normalised:
-            parts: list[dict[str, Any]] = []
-            for part in message["content"]:
-                if part["type"] == "image":
-                    images.append(Image.fromarray(cap_image_side(part["image"], self.max_image_side_px), mode="RGB"))
-                    # The template only needs to know an image goes here; pixels go to the processor below,
-                    # in the same order, so placeholders and images line up.
-                    parts.append({"type": "image"})
-                else:
-                    parts.append(part)
-            template_messages.append({"role": message["role"], "content": parts})
-        text = self._processor.apply_chat_template(template_messages, tokenize=False, add_generation_prompt=True)
-        inputs = self._processor(text=[text], images=images or None, return_tensors="pt")
-        if "mm_token_type_ids" not in inputs:
-            # Processors saved by older transformers do not emit it; derive it from the placeholder ids.
-            import torch
-
-            ids = inputs["input_ids"]
-            type_ids = torch.zeros_like(ids)
-            type_ids[ids == self._model.config.image_token_id] = 1
-            type_ids[ids == self._model.config.video_token_id] = 2
-            inputs["mm_token_type_ids"] = type_ids
-        return inputs
+        config = self._model.config
+        return build_model_inputs(
+            self._processor,
+            messages,
+            max_image_side_px=self.max_image_side_px,
+            image_token_id=config.image_token_id,
+            video_token_id=config.video_token_id,
+        )
 
     def generate(
         self, request: GenerationRequest, *, timeout_s: float, cancel: Optional[threading.Event] = None
