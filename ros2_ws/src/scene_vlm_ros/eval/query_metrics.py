@@ -19,8 +19,9 @@ import numpy as np
 
 from ..core.geometry import box_iou
 from ..core.types import GroundTruthObject, Instance, OrientedBox3D
+from .benchmark_metrics import MRA_THRESHOLDS as MRA_THRESHOLDS  # one MRA, one F1: benchmark_metrics
+from .benchmark_metrics import mean_relative_accuracy, target_f1
 
-MRA_THRESHOLDS = np.arange(0.50, 0.951, 0.05)
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
@@ -33,24 +34,8 @@ def grounding_iou(instances: Sequence[Instance], target: GroundTruthObject) -> f
 
 def multi_grounding_f1(pred_boxes: Sequence[OrientedBox3D], gt_boxes: Sequence[OrientedBox3D],
                        threshold: float) -> float:
-    if not gt_boxes:
-        return 1.0 if not pred_boxes else 0.0
-    if not pred_boxes:
-        return 0.0
-    from scipy.optimize import linear_sum_assignment
-
-    iou = np.array([[box_iou(p, g) for g in gt_boxes] for p in pred_boxes])
-    rows, cols = linear_sum_assignment(-iou)
-    tp = int(np.sum(iou[rows, cols] >= threshold))
-    return 2.0 * tp / (len(pred_boxes) + len(gt_boxes))
-
-
-def mean_relative_accuracy(pred: float, truth: float) -> float:
-    """SPAR's MRA: share of thresholds t in 0.50..0.95 with |pred - truth| / |truth| < 1 - t."""
-    if truth == 0:
-        return float(pred == 0)
-    rel = abs(pred - truth) / abs(truth)
-    return float(np.mean(rel < 1.0 - MRA_THRESHOLDS))
+    """Multi3DRefer's F1 of one answer with our oriented-box IoU (see ``benchmark_metrics.target_f1``)."""
+    return target_f1(pred_boxes, gt_boxes, (threshold,), iou=box_iou)[float(threshold)]
 
 
 def first_number(text: str) -> Optional[float]:
