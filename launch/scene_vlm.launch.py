@@ -1,68 +1,111 @@
-"""Launch the scene_vlm node (ROS 2 users: `ros2 launch scene_vlm_ros scene_vlm.launch.py`).
+"""Launch the scene_vlm node: `ros2 launch scene_vlm_ros scene_vlm.launch.py [preset:=jetson|gpu] [ARG:=VALUE]`.
 
-Arguments: config (parameter file), model_backend, model_path, use_sim_time, and topic remaps
-(color_topic, depth_topic, camera_info_topic, odom_topic). Where `ros2 launch` is unavailable
-(PyPI installs), `scene-vlm run --config config/scene_vlm.yaml` starts the same node in-process.
-The node is a lifecycle node; this file configures and activates it automatically.
+Parameters come from YAML first, then from explicit overrides only:
+  1. ``config`` (default: the installed config/scene_vlm.yaml),
+  2. ``preset`` (empty, ``jetson`` or ``gpu``: config/<preset>.yaml layered on top),
+  3. the launch arguments below that are *set*: every one defaults to empty, which means "keep the
+     YAML's value" (a non-empty default would silently win over the parameter file).
+
+``autostart`` (default true) lets the node configure and activate itself; set ``autostart:=false``
+when a lifecycle manager (nav2_lifecycle_manager) drives it. Without ROS launch tooling (PyPI
+installs), ``scene-vlm run --config config/scene_vlm.yaml`` starts the same node in-process.
+``rviz:=true`` also opens rviz2 with config/scene_vlm.rviz (BEV image, object markers, map cloud,
+query result, TF).
 """
+
+from __future__ import annotations
 
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import LifecycleNode
+from launch_ros.actions import LifecycleNode, Node
 
-from launch import LaunchDescription
+from launch import LaunchContext, LaunchDescription
 
-try:  # auto-configure/activate when the lifecycle helpers are present
-    from launch.actions import EmitEvent, RegisterEventHandler
-    from launch.events import matches_action
-    from launch_ros.event_handlers import OnStateTransition
-    from launch_ros.events.lifecycle import ChangeState
-    from lifecycle_msgs.msg import Transition
-except ImportError:  # pragma: no cover
-    EmitEvent = None
+#: launch argument -> (node parameter, type, description). Empty argument = no override.
+OVERRIDES: dict[str, tuple[str, type, str]] = {
+    "model_backend": ("model.backend", str, "fallback | transformers | openai | none"),
+    "model_path": ("model.path", str, "Local Qwen2-VL / Qwen2.5-VL checkpoint directory (transformers)"),
+    "model_device": ("model.device", str, "transformers device: auto, cpu, cuda or cuda:N"),
+    "model_dtype": ("model.dtype", str, "transformers dtype: auto, bfloat16, float16 or float32"),
+    "model_load_in_4bit": ("model.load_in_4bit", bool, "transformers 4-bit weights (CUDA + bitsandbytes): true|false"),
+    "mapping_device": ("mapping.device", str, "Open3D fusion device: CPU:0 or CUDA:0"),
+    "map_frame": ("map_frame", str, "Frame of the map, boxes and markers (e.g. map)"),
+    "use_sim_time": ("use_sim_time", bool, "Use /clock (rosbag replay): true|false"),
+    "color_topic": ("topics.color", str, "Colour image topic"),
+    "depth_topic": ("topics.depth", str, "Depth image topic"),
+    "camera_info_topic": ("topics.camera_info", str, "CameraInfo topic"),
+    "odom_topic": ("topics.odom", str, "nav_msgs/Odometry topic"),
+}
+PRESETS = ("jetson", "gpu")
 
 
-def generate_launch_description():
+def _typed(value: str, kind: type, argument: str) -> object:
+    if kind is bool:
+        lowered = value.strip().lower()
+        if lowered not in ("true", "false"):
+            raise ValueError(f"launch argument {argument}:={value!r} must be true or false")
+        return lowered == "true"
+    return value
+
+
+def parameter_list(config: str, preset: str, share: str, arguments: dict[str, str]) -> list[object]:
+    """The node's ``parameters``: YAML file(s) first, then a dict of the non-empty overrides only.
+
+    Args:
+        config: path of the base parameter file.
+        preset: "" or one of :data:`PRESETS`.
+        share: the package's share directory (where config/<preset>.yaml is installed).
+        arguments: launch argument name -> its value as text ("" = not set).
+    """
+    files: list[object] = [config]
+    if preset:
+        if preset not in PRESETS:
+            raise ValueError(f"launch argument preset:={preset!r} must be empty or one of {list(PRESETS)}")
+        files.append(os.path.join(share, "config", f"{preset}.yaml"))
+    overrides = {OVERRIDES[name][0]: _typed(value, OVERRIDES[name][1], name)
+                 for name, value in arguments.items() if name in OVERRIDES and value.strip() != ""}
+    autostart = arguments.get("autostart", "").strip()
+    if autostart:
+        overrides["autostart"] = _typed(autostart, bool, "autostart")
+    return [*files, overrides] if overrides else files
+
+
+def _node(context: LaunchContext, share: str) -> list[LifecycleNode]:
+    values = {name: LaunchConfiguration(name).perform(context) for name in [*OVERRIDES, "autostart"]}
+    params = parameter_list(LaunchConfiguration("config").perform(context),
+                            LaunchConfiguration("preset").perform(context).strip(), share, values)
+    return [LifecycleNode(
+        package="scene_vlm_ros",
+        executable="scene_vlm_node",
+        # The parameter files' top-level key is this name; rename both together.
+        name="scene_vlm",
+        namespace="",
+        output="screen",
+        parameters=params,
+        arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level").perform(context)],
+    )]
+
+
+def generate_launch_description() -> LaunchDescription:
     share = get_package_share_directory("scene_vlm_ros")
     args = [
         DeclareLaunchArgument("config", default_value=os.path.join(share, "config", "scene_vlm.yaml"),
                               description="Parameter file of the scene_vlm node"),
-        DeclareLaunchArgument("model_backend", default_value="fallback",
-                              description="fallback | transformers | openai | none"),
-        DeclareLaunchArgument("model_path", default_value="",
-                              description="Local Qwen2-VL checkpoint directory (transformers backend)"),
-        DeclareLaunchArgument("use_sim_time", default_value="false", description="Use /clock (rosbag replay)"),
-        DeclareLaunchArgument("color_topic", default_value="/camera/color/image_raw"),
-        DeclareLaunchArgument("depth_topic", default_value="/camera/depth/image_raw"),
-        DeclareLaunchArgument("camera_info_topic", default_value="/camera/color/camera_info"),
-        DeclareLaunchArgument("odom_topic", default_value="/odom"),
+        DeclareLaunchArgument("preset", default_value="",
+                              description=f"Empty, or a preset layered on the config: {' | '.join(PRESETS)}"),
+        DeclareLaunchArgument("autostart", default_value="true",
+                              description="Configure and activate on start; false under a lifecycle manager"),
+        DeclareLaunchArgument("log_level", default_value="info", description="debug | info | warn | error"),
+        DeclareLaunchArgument("rviz", default_value="false",
+                              description="Also start rviz2 with config/scene_vlm.rviz (needs rviz2 installed)"),
+        *[DeclareLaunchArgument(name, default_value="", description=f"{desc} (empty: keep the YAML's {param})")
+          for name, (param, _kind, desc) in OVERRIDES.items()],
     ]
-    node = LifecycleNode(
-        package="scene_vlm_ros",
-        executable="scene_vlm_node",
-        name="scene_vlm",
-        namespace="",
-        output="screen",
-        parameters=[
-            LaunchConfiguration("config"),
-            {
-                "model.backend": LaunchConfiguration("model_backend"),
-                "model.path": LaunchConfiguration("model_path"),
-                "use_sim_time": LaunchConfiguration("use_sim_time"),
-                "topics.color": LaunchConfiguration("color_topic"),
-                "topics.depth": LaunchConfiguration("depth_topic"),
-                "topics.camera_info": LaunchConfiguration("camera_info_topic"),
-                "topics.odom": LaunchConfiguration("odom_topic"),
-            },
-        ],
-    )
-    actions = [*args, node]
-    if EmitEvent is not None:
-        actions.append(RegisterEventHandler(OnStateTransition(
-            target_lifecycle_node=node, goal_state="inactive",
-            entities=[EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
-                                                  transition_id=Transition.TRANSITION_ACTIVATE))])))
-    return LaunchDescription(actions)
+    rviz = Node(package="rviz2", executable="rviz2", name="scene_vlm_rviz", output="log",
+                arguments=["-d", os.path.join(share, "config", "scene_vlm.rviz")],
+                condition=IfCondition(LaunchConfiguration("rviz")))
+    return LaunchDescription([*args, OpaqueFunction(function=_node, args=[share]), rviz])
