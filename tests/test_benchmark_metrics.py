@@ -308,3 +308,41 @@ def test_numeric_mra() -> None:
     assert out["mra"] == pytest.approx((0.8 + 0.0 + 0.2) / 3)
     assert (out["n"], out["unanswered"]) == (3, 1)
     assert numeric_mra([], [])["mra"] is None
+
+
+# ------------------------------------------------------------------ readers + metrics on the real records
+
+
+@pytest.fixture(scope="module")
+def formats_dir(shared_data: Path) -> Path:
+    path = shared_data / "annotation-formats"
+    if not (path / "scanqa_v1.0_val_first200.json").is_file():
+        pytest.skip(f"benchmark annotation slices not found at {path}")
+    return path
+
+
+def test_scanqa_real_answers_score_as_exact_matches(formats_dir: Path) -> None:
+    from scene_vlm_ros.datasets.benchmarks import load_benchmark
+
+    records = load_benchmark("auto", formats_dir / "scanqa_v1.0_val_first200.json")
+    answers = [list(r.answers) for r in records]
+    # an answer dressed up ("The ...", capitals, full stop) is still an exact match after normalisation
+    dressed = [f"The {r.answers[0].capitalize()}." for r in records]
+    out = qa_metrics(dressed, answers, caption_scorers=())
+    assert out["overall"] == {"EM": 1.0, "EM-R": 1.0, "n": len(records)}
+    # answering every question with another question's answer scores far lower
+    shifted = [records[(i + 7) % len(records)].answers[0] for i in range(len(records))]
+    assert qa_metrics(shifted, answers, caption_scorers=())["overall"]["EM"] < 0.5
+
+
+def test_sqa3d_real_records_per_question_type(formats_dir: Path) -> None:
+    from scene_vlm_ros.datasets.benchmarks import load_benchmark
+
+    records = load_benchmark("auto", formats_dir / "sqa3d_test_questions_first200.json")
+    types = [r.question_type for r in records]
+    predictions = [r.answers[0] if r.question_type != "what" else "" for r in records]
+    out = qa_metrics(predictions, [list(r.answers) for r in records], types, caption_scorers=())
+    assert out["what"] == {"EM": 0.0, "EM-R": 0.0, "n": types.count("what")}
+    for t in ("is", "how", "can", "which", "other"):
+        assert out[t] == {"EM": 1.0, "EM-R": 1.0, "n": types.count(t)}
+    assert out["overall"]["EM"] == pytest.approx(1 - types.count("what") / len(records))
