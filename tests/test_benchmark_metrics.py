@@ -131,6 +131,22 @@ def test_multi3drefer_f1_by_hand() -> None:
     json.dumps(out)
 
 
+def bar(lo: float, hi: float) -> OrientedBox3D:
+    """A 1 x 1 cross-section box spanning [lo, hi] along x: IoU reduces to interval IoU."""
+    return OrientedBox3D(((lo + hi) / 2, 0.0, 0.0), (hi - lo, 1.0, 1.0))
+
+
+def test_multi3drefer_matching_maximises_total_iou() -> None:
+    g1, g2 = bar(0.0, 2.0), bar(0.8, 2.8)
+    p1, p2 = bar(0.2, 2.2), bar(-0.5, 1.5)
+    # IoU(p1,g1) = 1.8/2.2 = 0.818, IoU(p1,g2) = 1.4/2.6 = 0.538,
+    # IoU(p2,g1) = 1.5/2.5 = 0.6,   IoU(p2,g2) = 0.7/3.3 = 0.212.
+    # Greedy (best pair first) would match p1-g1, p2-g2: one TP at 0.5. Hungarian on the IoU sum
+    # (0.538 + 0.6 > 0.818 + 0.212) matches p1-g2, p2-g1: two TP at 0.5, none at 0.7.
+    scores = target_f1([p1, p2], [g1, g2], thresholds=(0.5, 0.7))
+    assert scores == pytest.approx({0.5: 1.0, 0.7: 0.0})
+
+
 def test_zero_target_rule() -> None:
     assert target_f1([], []) == {0.25: 1.0, 0.5: 1.0}
     assert target_f1([cube(0)], []) == {0.25: 0.0, 0.5: 0.0}
