@@ -121,17 +121,19 @@ def query(
         raise typer.Exit(code=1)
 
 
-@app.command("eval")
-def eval_(
-    bag: Annotated[Path, typer.Argument(help="A synthetic bag written by `scene-vlm make-bag` (with .gt/.queries).")],
-    out: Annotated[Optional[Path], typer.Option(help="Write report.json here.")] = None,
-    max_frames: Annotated[Optional[int], typer.Option(help="Use only the first N frames.")] = None,
-) -> None:
-    """Map a bag offline, answer its generated questions with the fallback, score against ground truth."""
-    from .eval.replay_eval import evaluate_bag
+@app.command("eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+             add_help_option=False)
+def eval_(ctx: typer.Context) -> None:
+    """Score a backend on a bag / ScanNet scan / 7-Scenes folder with a query or benchmark file (--help for options).
 
-    _setup_logging(False)
-    _write_json(evaluate_bag(bag, max_frames=max_frames), out)
+    scene-vlm eval SOURCE --queries Q.json --backend fallback|transformers|openai [--model-path DIR]
+    [--topics NAME=/topic] [--prompt-profile default|gpt4scene] [--live] --out DIR
+    """
+    from .commands.eval_cmd import main as eval_main
+
+    code = eval_main(list(ctx.args))
+    if code:
+        raise typer.Exit(code=code)
 
 
 @app.command()
