@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from scene_vlm_ros.bag import messages as m
-from scene_vlm_ros.bag.reader import BagReadError, PoseTrack, iter_raw_messages, read_bag, read_bag_info
+from scene_vlm_ros.bag.reader import BagReadError, iter_raw_messages, read_bag, read_bag_info
 from scene_vlm_ros.bag.topics import (
     FRAME_BASE,
     FRAME_CAMERA_LINK,
@@ -225,13 +225,6 @@ def test_frames_without_odometry_are_skipped(tmp_path: Path, frames: list) -> No
     assert [f.stamp_ns for f in read] == [s for _, _, s in frames[3:]]
 
 
-def test_pose_track_slerp_and_range() -> None:
-    track = PoseTrack([300, 100], [make_transform(rot_z(1.0), [2, 0, 0]), make_transform(rot_z(0.0), [0, 0, 0])])
-    np.testing.assert_allclose(track.at(200), make_transform(rot_z(0.5), [1, 0, 0]), atol=1e-12)
-    assert track.at(50) is None and track.at(350) is None
-    np.testing.assert_allclose(track.at(350, max_extrapolation_ns=50), make_transform(rot_z(1.0), [2, 0, 0]))
-
-
 def test_write_bag_helper_and_sqlite(tmp_path: Path, frames: list) -> None:
     pairs = [(f, T) for f, T, _ in frames[:3]]
     counts = write_bag(tmp_path / "b", pairs, T_BASE_OPTICAL, storage="sqlite3", with_instances=False,
@@ -427,9 +420,10 @@ def test_sync_tolerance_pairs_separately_stamped_streams(tmp_path: Path, frames:
             writer._write(TOPIC_CAMERA_INFO, m.camera_info_to_msg(INTR, stamp, FRAME_CAMERA_OPTICAL), stamp)
             depth_stamp = stamp + 2_000_000
             writer._write(TOPIC_DEPTH, m.depth_to_msg(frame.depth_m, depth_stamp, FRAME_CAMERA_OPTICAL), depth_stamp)
-    assert list(read_bag(path)) == []
+    assert list(read_bag(path, sync_tolerance_s=0.001)) == []
     read = list(read_bag(path, sync_tolerance_s=0.005))
-    assert [f.stamp_ns for f in read] == [s for _, _, s in frames]
+    # Frames are anchored (and stamped) on depth, as in the node.
+    assert [f.stamp_ns for f in read] == [s + 2_000_000 for _, _, s in frames]
     np.testing.assert_array_equal(np.round(read[4].frame.depth_m * 1000), m.depth_m_to_mm(frames[4][0].depth_m))
     # A bare .mcap file (no metadata.yaml) reads too.
     mcap_file = next(path.glob("*.mcap"))
@@ -437,22 +431,38 @@ def test_sync_tolerance_pairs_separately_stamped_streams(tmp_path: Path, frames:
     assert read_bag_info(mcap_file).topics[TOPIC_COLOR].count == N
 
 
-def test_rgbd_frame_from_msgs_checks_consistency(frames: list) -> None:
+def test_pipeline_checks_registration_of_bag_messages(frames: list) -> None:
+    """Messages of one frame through the node's pipeline: a frame with its mask and labels; a camera
+    info or depth of another size drops the frame as size_mismatch (counted), never raises."""
+    from scene_vlm_ros.core.pipeline import FramePipeline
+
     frame, T, stamp = frames[0]
     color = m.image_to_msg(frame.color_rgb, "rgb8", stamp, FRAME_CAMERA_OPTICAL)
     depth = m.depth_to_msg(frame.depth_m, stamp, FRAME_CAMERA_OPTICAL)
     info = m.camera_info_to_msg(INTR, stamp, FRAME_CAMERA_OPTICAL)
     mask = m.image_to_msg(frame.instance_mask, "16UC1", stamp, FRAME_CAMERA_OPTICAL)
     labels = m.labels_to_msg(frame.instance_labels, stamp, FRAME_CAMERA_OPTICAL)
-    out = m.rgbd_frame_from_msgs(color, depth, info, T, mask, labels, frame_index=4)
-    assert out.stamp_s == stamp / 1e9 and out.frame_index == 4 and out.instance_labels == frame.instance_labels
-    np.testing.assert_array_equal(out.instance_mask, frame.instance_mask)
+    odom = m.odometry_to_msg(T, stamp)
+
+    def run(*msgs: tuple[str, object]) -> tuple[list, dict]:
+        p = FramePipeline(T_BASE_OPTICAL)
+        out = []
+        for stream, msg in msgs:
+            out += p.on_message(stream, msg)
+        return out, p.stats()["dropped"]
+
+    out, dropped = run(("odom", odom), ("camera_info", info), ("labels", labels), ("color", color),
+                       ("mask", mask), ("depth", depth))
+    assert len(out) == 1 and not dropped
+    assert out[0].stamp_s == stamp / 1e9 and out[0].instance_labels == frame.instance_labels
+    np.testing.assert_array_equal(out[0].instance_mask, frame.instance_mask)
+    np.testing.assert_allclose(out[0].T_world_camera, T @ T_BASE_OPTICAL, atol=1e-9)
     small_info = m.camera_info_to_msg(INTR.scaled(0.5), stamp, FRAME_CAMERA_OPTICAL)
-    with pytest.raises(m.MessageConversionError, match="camera info is for 80x60"):
-        m.rgbd_frame_from_msgs(color, depth, small_info, T)
+    out, dropped = run(("odom", odom), ("camera_info", small_info), ("color", color), ("depth", depth))
+    assert out == [] and dropped == {"size_mismatch": 1}
     small_depth = m.depth_to_msg(frame.depth_m[::2, ::2], stamp, FRAME_CAMERA_OPTICAL)
-    with pytest.raises(m.MessageConversionError, match="registered"):
-        m.rgbd_frame_from_msgs(color, small_depth, info, T)
+    out, dropped = run(("odom", odom), ("camera_info", info), ("color", color), ("depth", small_depth))
+    assert out == [] and dropped == {"size_mismatch": 1}
 
 
 @pytest.mark.ros

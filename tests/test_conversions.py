@@ -15,22 +15,25 @@ from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from visualization_msgs.msg import Marker  # noqa: E402
 
 from scene_vlm_interfaces.msg import InstanceLabel, InstanceLabelArray  # noqa: E402
+
+# The node decodes rclpy messages with the package's one decoder (core.decode): tested here on
+# rclpy's own message classes.
+from scene_vlm_ros.core.decode import MessageConversionError as ConversionError  # noqa: E402
+from scene_vlm_ros.core.decode import msg_to_camera_info as camera_info_to_intrinsics  # noqa: E402
+from scene_vlm_ros.core.decode import msg_to_depth_m as depth_to_m  # noqa: E402
+from scene_vlm_ros.core.decode import msg_to_image as image_to_numpy  # noqa: E402
+from scene_vlm_ros.core.decode import msg_to_labels as labels_to_dict  # noqa: E402
+from scene_vlm_ros.core.decode import msg_to_odometry  # noqa: E402
+from scene_vlm_ros.core.decode import msg_to_rgb as color_to_rgb  # noqa: E402
 from scene_vlm_ros.core.geometry import make_transform  # noqa: E402
 from scene_vlm_ros.core.markers import marker_color  # noqa: E402
 from scene_vlm_ros.core.types import Instance, OrientedBox3D  # noqa: E402
 from scene_vlm_ros.ros.conversions import (  # noqa: E402
-    ConversionError,
-    camera_info_to_intrinsics,
     cloud_to_points,
-    color_to_rgb,
-    depth_to_m,
-    image_to_numpy,
     instance_to_box,
     instances_to_markers,
-    labels_to_dict,
     matrix_to_pose,
     numpy_to_image,
-    odometry_to_matrix,
     points_to_cloud,
     pose_to_matrix,
     s_to_stamp,
@@ -235,8 +238,9 @@ def test_odometry_to_matrix():
     msg = Odometry()
     msg.header.stamp = Time(sec=42, nanosec=500_000_000)
     msg.pose.pose = matrix_to_pose(T)
-    stamp, got = odometry_to_matrix(msg)
-    assert stamp == pytest.approx(42.5)
+    msg.header.frame_id, msg.child_frame_id = "odom", "base_link"
+    stamp, parent, child, got = msg_to_odometry(msg)
+    assert stamp == 42_500_000_000 and (parent, child) == ("odom", "base_link")
     np.testing.assert_allclose(got, T, atol=1e-9)
 
 

@@ -80,7 +80,7 @@ def _settle(graph: Bringup, timeout_s: float = 20.0) -> int:
             break
         time.sleep(0.1)
     # the node's mapping thread refreshes the map between frames; wait for it to cover them all
-    wait_until(lambda: graph.node.refreshed_frames >= last, timeout_s=10.0)
+    wait_until(lambda: graph.node.mapper.refreshed_frames >= last, timeout_s=10.0)
     return last
 
 

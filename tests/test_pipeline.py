@@ -144,19 +144,19 @@ def test_mask_ignored_when_disabled():
     assert p.stats()["received"]["mask"] == 1
 
 
-def test_no_camera_info_drops_frames():
-    p = FramePipeline(T_BASE_CAMERA)
+def test_frames_wait_for_camera_info_then_drop_as_no_camera_info():
+    p = FramePipeline(T_BASE_CAMERA, PipelineConfig(pose_max_wait_s=0.25))
     p.add_odometry(0.0, _odom(0.0))
     p.add_odometry(1.0, _odom(1.0))
-    for t in (0.1, 0.2):
+    for t in (0.1, 0.2, 0.3, 0.4):
         assert p.add_image("color", t, _color(1)) + p.add_image("depth", t, _depth(1.0)) == []
     s = p.stats()
-    assert s["dropped"]["no_camera_info"] == 2
-    assert s["frames_out"] == 0 and s["waiting_for_pose"] == 0
-    # Once camera info arrives, frames flow.
+    # Frames more than pose_max_wait_s older than the newest image gave up waiting for calibration.
+    assert s["dropped"]["no_camera_info"] == 1 and s["waiting_for_pose"] == 3
+    # Camera info arrives (after its images, as drivers often publish it): the waiting frames go out.
     p.set_intrinsics(INTR)
-    out = p.add_image("color", 0.3, _color(1)) + p.add_image("depth", 0.3, _depth(1.0))
-    assert len(out) == 1
+    out = p.add_image("color", 0.5, _color(1)) + p.add_image("depth", 0.5, _depth(1.0))
+    assert [f.stamp_s for f in out] == pytest.approx([0.2, 0.3, 0.4, 0.5])
 
 
 def test_odometry_that_never_catches_up_drops_no_pose():
@@ -190,7 +190,7 @@ def test_invalid_odometry_is_counted_and_ignored():
     bad = _odom(0.0)
     bad[0, 3] = np.nan
     assert p.add_odometry(0.0, bad) == []
-    assert p.stats()["dropped"]["odom_invalid"] == 1
+    assert p.stats()["dropped"]["invalid_odom"] == 1
     assert len(p.poses) == 0
 
 
@@ -201,7 +201,7 @@ def test_bounded_waiting_queue_counts_overflow():
     for t in stamps:
         assert p.add_image("color", t, _color(1)) + p.add_image("depth", t, _depth(1.0)) == []
     s = p.stats()
-    assert s["dropped"]["mapping_queue_overflow"] == 3
+    assert s["dropped"]["pose_queue_overflow"] == 3
     assert s["waiting_for_pose"] == 2
     out = p.add_odometry(1.0, _odom(1.0))
     assert [f.stamp_s for f in out] == pytest.approx([0.4, 0.5])  # the newest were kept

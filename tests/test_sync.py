@@ -256,10 +256,11 @@ def test_pose_buffer_single_pose_small_extrapolation():
     buf = PoseBuffer(max_extrapolation_s=0.05)
     T = _pose([0, 0, 0.3], [1, 2, 3])
     buf.add(5.0, T)
-    got, status = buf.lookup(5.03)
+    assert buf.lookup(5.03) == (None, "wait")  # a newer pose may still come
+    got, status = buf.lookup(5.03, give_up=True)  # it will not: the newest pose within tolerance
     assert status == "ok"
     np.testing.assert_allclose(got, T)
-    assert buf.lookup(5.2) == (None, "wait")
+    assert buf.lookup(5.2, give_up=True) == (None, "wait")
 
 
 def test_pose_buffer_prunes_by_max_age():

@@ -1,10 +1,9 @@
-"""ROS 2 message <-> numpy conversions on ``rosbags`` message classes (no rclpy).
+"""Building ROS 2 messages with ``rosbags`` message classes (no rclpy): the bag writer's side.
 
-The one conversion module of the package: Image (rgb8 / bgr8 / mono8 / 16UC1 / 32FC1), CameraInfo,
-Odometry, TF and our ``InstanceLabelArray``. Everything here works on the plain dataclasses of a
-``rosbags`` typestore, so it runs in tests, offline tools and on raw CDR bytes alike; the ROS nodes
-get the same CDR bytes from rclpy (``raw=True`` subscriptions) and decode them with
-:func:`deserialize`.
+numpy -> Image (raw or compressed: jpeg/png colour, compressedDepth png), CameraInfo, Odometry, TF
+and our ``InstanceLabelArray``; plus the typestore with ``scene_vlm_interfaces`` registered and CDR
+(de)serialisation. Decoding lives in :mod:`scene_vlm_ros.core.decode`, the one decoder that the node
+and the bag tools share; its functions are re-exported here for convenience.
 
 Conventions: stamps are integer nanoseconds since the epoch (``stamp_ns``); transforms are 4x4
 float64 ``T_parent_child`` (maps child-frame points into the parent frame); depth images in
@@ -23,8 +22,20 @@ import numpy as np
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
-from ..core.geometry import make_transform, matrix_to_quat_xyzw, quat_xyzw_to_matrix
-from ..core.types import CameraIntrinsics, RGBDFrame
+from ..core.decode import (  # noqa: F401  (re-exported: the decoders live in core.decode)
+    ENCODING_DTYPES,
+    MessageConversionError,
+    msg_to_camera_info,
+    msg_to_depth_m,
+    msg_to_image,
+    msg_to_labels,
+    msg_to_odometry,
+    msg_to_rgb,
+    msg_to_transform,
+    time_to_ns,
+)
+from ..core.geometry import matrix_to_quat_xyzw
+from ..core.types import CameraIntrinsics
 from .topics import FRAME_BASE, FRAME_ODOM, MSGTYPE_INSTANCE_LABELS
 
 logger = logging.getLogger(__name__)
@@ -37,24 +48,6 @@ _INTERFACE_MSGS = ("InstanceLabel", "InstanceLabelArray", "ObjectBox3D")
 
 #: Largest depth that ``16UC1`` millimetres can hold; deeper readings are dropped (written as 0).
 MAX_DEPTH_MM = 65534
-
-_ENCODING_DTYPES: dict[str, tuple[np.dtype, int]] = {
-    "rgb8": (np.dtype(np.uint8), 3),
-    "bgr8": (np.dtype(np.uint8), 3),
-    "rgba8": (np.dtype(np.uint8), 4),
-    "bgra8": (np.dtype(np.uint8), 4),
-    "8UC3": (np.dtype(np.uint8), 3),
-    "mono8": (np.dtype(np.uint8), 1),
-    "8UC1": (np.dtype(np.uint8), 1),
-    "mono16": (np.dtype(np.uint16), 1),
-    "16UC1": (np.dtype(np.uint16), 1),
-    "32FC1": (np.dtype(np.float32), 1),
-}
-
-
-class MessageConversionError(ValueError):
-    """A message cannot be converted (unsupported encoding, inconsistent sizes, bad values)."""
-
 
 class InterfacesNotFoundError(FileNotFoundError):
     """The ``scene_vlm_interfaces`` .msg files could not be located."""
@@ -137,11 +130,6 @@ def ns_to_time(stamp_ns: int) -> Any:
     return msg_class("builtin_interfaces/msg/Time")(sec=sec, nanosec=nanosec)
 
 
-def time_to_ns(stamp: Any) -> int:
-    """Integer nanoseconds of a ``builtin_interfaces/msg/Time``."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
 def seconds_to_ns(stamp_s: float) -> int:
     """Seconds (float) -> integer nanoseconds, rounded (not truncated) so that ``k / 30`` round-trips."""
     return int(round(float(stamp_s) * 1e9))
@@ -163,9 +151,9 @@ def image_to_msg(image: np.ndarray, encoding: str, stamp_ns: int, frame_id: str)
     The array's dtype must match the encoding (uint8 for rgb8/bgr8/mono8, uint16 for 16UC1/mono16,
     float32 for 32FC1); nothing is converted silently.
     """
-    if encoding not in _ENCODING_DTYPES:
-        raise MessageConversionError(f"unsupported image encoding {encoding!r}; use one of {sorted(_ENCODING_DTYPES)}")
-    dtype, channels = _ENCODING_DTYPES[encoding]
+    if encoding not in ENCODING_DTYPES:
+        raise MessageConversionError(f"unsupported image encoding {encoding!r}; use one of {sorted(ENCODING_DTYPES)}")
+    dtype, channels = ENCODING_DTYPES[encoding]
     arr = np.asarray(image)
     expected_ndim = 3 if channels > 1 else 2
     if arr.ndim != expected_ndim or (channels > 1 and arr.shape[2] != channels):
@@ -187,49 +175,42 @@ def image_to_msg(image: np.ndarray, encoding: str, stamp_ns: int, frame_id: str)
     )
 
 
-def msg_to_image(msg: Any) -> np.ndarray:
-    """Array of an Image message: (H, W, C) for multi-channel encodings (channel order as encoded), (H, W) otherwise.
+def compressed_image_to_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str, fmt: str = "jpeg",
+                            quality: int = 90) -> Any:
+    """``sensor_msgs/msg/CompressedImage`` of an RGB uint8 image, as ``image_transport``'s compressed
+    plugin writes it (bgr8 data, ``format`` "rgb8; jpeg compressed bgr8" or "... png ...")."""
+    import cv2
 
-    Works on any object with the Image fields: rosbags dataclasses and rclpy messages alike (the
-    node's ``ros.conversions`` uses it too, so there is one decoder).
-
-    Row padding (``step`` larger than a packed row) and big-endian data are handled. Use
-    :func:`msg_to_rgb` to always get RGB.
-    """
-    encoding = msg.encoding
-    if encoding not in _ENCODING_DTYPES:
-        raise MessageConversionError(f"unsupported image encoding {encoding!r}; use one of {sorted(_ENCODING_DTYPES)}")
-    dtype, channels = _ENCODING_DTYPES[encoding]
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if height == 0 or width == 0:
-        raise MessageConversionError(f"image has zero width or height ({width}x{height})")
-    row_bytes = width * channels * dtype.itemsize
-    raw = np.asarray(msg.data, dtype=np.uint8)
-    if step < row_bytes or raw.size < step * height:
-        raise MessageConversionError(
-            f"image data too small: {width}x{height} {encoding} needs step >= {row_bytes} and "
-            f">= {row_bytes * height} bytes, got step {step} and {raw.size} bytes"
-        )
-    rows = raw[: step * height].reshape(height, step)[:, :row_bytes]
-    typed = np.ascontiguousarray(rows).view(dtype.newbyteorder(">" if msg.is_bigendian else "<"))
-    out = typed.astype(dtype, copy=False)
-    return out.reshape(height, width, channels) if channels > 1 else out.reshape(height, width)
+    if fmt not in ("jpeg", "png"):
+        raise MessageConversionError(f"colour compression must be 'jpeg' or 'png', got {fmt!r}")
+    arr = np.asarray(rgb)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+        raise MessageConversionError(f"compressed colour needs (H, W, 3) uint8, got {arr.shape} {arr.dtype}")
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if fmt == "jpeg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    ok, buf = cv2.imencode(f".{'jpg' if fmt == 'jpeg' else 'png'}", np.ascontiguousarray(arr[:, :, ::-1]), params)
+    if not ok:
+        raise MessageConversionError("OpenCV failed to encode the colour image")
+    return msg_class("sensor_msgs/msg/CompressedImage")(
+        header=make_header(stamp_ns, frame_id), format=f"rgb8; {fmt} compressed bgr8",
+        data=np.asarray(buf, dtype=np.uint8).reshape(-1))
 
 
-def msg_to_rgb(msg: Any) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of an rgb8/bgr8/rgba8/bgra8/mono8 image message."""
-    img = msg_to_image(msg)
-    if msg.encoding in ("rgb8", "8UC3"):
-        return img
-    if msg.encoding == "bgr8":
-        return np.ascontiguousarray(img[:, :, ::-1])
-    if msg.encoding == "rgba8":
-        return np.ascontiguousarray(img[:, :, :3])
-    if msg.encoding == "bgra8":
-        return np.ascontiguousarray(img[:, :, 2::-1])
-    if msg.encoding in ("mono8", "8UC1"):
-        return np.repeat(img[:, :, None], 3, axis=2)
-    raise MessageConversionError(f"colour image expected (rgb8/bgr8/mono8), got encoding {msg.encoding!r}")
+def compressed_depth_to_msg(depth_m: np.ndarray, stamp_ns: int, frame_id: str) -> Any:
+    """``sensor_msgs/msg/CompressedImage`` of (H, W) metres as ``compressed_depth_image_transport``
+    writes 16UC1 depth: ``format`` "16UC1; compressedDepth png", a 12-byte header, a 16-bit PNG of mm."""
+    import struct
+
+    import cv2
+
+    if np.asarray(depth_m).ndim != 2:
+        raise MessageConversionError(f"depth must be (H, W), got shape {np.shape(depth_m)}")
+    ok, buf = cv2.imencode(".png", depth_m_to_mm(depth_m), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise MessageConversionError("OpenCV failed to encode the depth image")
+    header = struct.pack("<iff", 1, 0.0, 0.0)  # format PNG; the quantisation is unused for 16UC1
+    data = np.frombuffer(header + buf.tobytes(), dtype=np.uint8)
+    return msg_class("sensor_msgs/msg/CompressedImage")(
+        header=make_header(stamp_ns, frame_id), format="16UC1; compressedDepth png", data=data.copy())
 
 
 def depth_m_to_mm(depth_m: np.ndarray) -> np.ndarray:
@@ -252,16 +233,6 @@ def depth_to_msg(depth_m: np.ndarray, stamp_ns: int, frame_id: str, encoding: st
         d = np.asarray(depth_m, dtype=np.float32)
         return image_to_msg(np.where(np.isfinite(d) & (d > 0), d, 0.0).astype(np.float32), "32FC1", stamp_ns, frame_id)
     raise MessageConversionError(f"depth encoding must be '16UC1' or '32FC1', got {encoding!r}")
-
-
-def msg_to_depth_m(msg: Any) -> np.ndarray:
-    """(H, W) float32 metres of a ``16UC1``/``mono16`` (mm) or ``32FC1`` (m) depth image; invalid -> 0."""
-    img = msg_to_image(msg)
-    if msg.encoding in ("16UC1", "mono16"):
-        return img.astype(np.float32) / np.float32(1000.0)
-    if msg.encoding == "32FC1":
-        return np.where(np.isfinite(img) & (img > 0), img, 0.0).astype(np.float32)
-    raise MessageConversionError(f"depth image must be 16UC1 (mm) or 32FC1 (m), got encoding {msg.encoding!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,20 +261,6 @@ def camera_info_to_msg(intrinsics: CameraIntrinsics, stamp_ns: int, frame_id: st
     )
 
 
-def msg_to_camera_info(msg: Any) -> CameraIntrinsics:
-    """Pinhole intrinsics from a CameraInfo's K (distortion is ignored, with a debug log when non-zero)."""
-    K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
-    if K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise MessageConversionError(
-            f"CameraInfo has no valid K (fx={K[0, 0]}, fy={K[1, 1]}); is the camera calibrated?"
-        )
-    if int(msg.width) <= 0 or int(msg.height) <= 0:
-        raise MessageConversionError(f"CameraInfo has an empty image size {msg.width}x{msg.height}")
-    if np.any(np.asarray(msg.d) != 0.0):
-        logger.debug("CameraInfo distortion %s ignored (images are treated as rectified)", list(msg.d))
-    return CameraIntrinsics.from_K(K, int(msg.width), int(msg.height))
-
-
 # ---------------------------------------------------------------------------------------------
 # Poses: Odometry and TF
 # ---------------------------------------------------------------------------------------------
@@ -323,14 +280,6 @@ def _check_transform(T: np.ndarray, what: str) -> np.ndarray:  # noqa: N803
     if T.shape != (4, 4) or not np.all(np.isfinite(T)):
         raise MessageConversionError(f"{what} must be a finite 4x4 transform, got shape {T.shape}")
     return T
-
-
-def _quat_to_matrix(x: float, y: float, z: float, w: float, what: str) -> np.ndarray:
-    q = np.array([x, y, z, w], dtype=np.float64)
-    norm = float(np.linalg.norm(q))
-    if not np.isfinite(norm) or norm < 1e-9:
-        raise MessageConversionError(f"{what} has an invalid quaternion {q.tolist()}")
-    return quat_xyzw_to_matrix(q)
 
 
 def odometry_to_msg(
@@ -361,15 +310,6 @@ def odometry_to_msg(
     )
 
 
-def msg_to_odometry(msg: Any) -> tuple[int, str, str, np.ndarray]:
-    """``(stamp_ns, frame_id, child_frame_id, T_frame_child)`` of an Odometry message."""
-    p = msg.pose.pose
-    o = p.orientation
-    R = _quat_to_matrix(o.x, o.y, o.z, o.w, "Odometry pose")
-    T = make_transform(R, [p.position.x, p.position.y, p.position.z])
-    return time_to_ns(msg.header.stamp), msg.header.frame_id, msg.child_frame_id, T
-
-
 def transform_to_msg(T_parent_child: np.ndarray, stamp_ns: int, parent: str, child: str) -> Any:  # noqa: N803
     """``geometry_msgs/msg/TransformStamped`` (header.frame_id = parent, child_frame_id = child)."""
     T = _check_transform(T_parent_child, f"T_{parent}_{child}")
@@ -382,15 +322,6 @@ def transform_to_msg(T_parent_child: np.ndarray, stamp_ns: int, parent: str, chi
     return msg_class("geometry_msgs/msg/TransformStamped")(
         header=make_header(stamp_ns, parent), child_frame_id=child, transform=transform
     )
-
-
-def msg_to_transform(msg: Any) -> tuple[int, str, str, np.ndarray]:
-    """``(stamp_ns, parent, child, T_parent_child)`` of a TransformStamped."""
-    tr = msg.transform
-    r = tr.rotation
-    R = _quat_to_matrix(r.x, r.y, r.z, r.w, f"transform {msg.header.frame_id}->{msg.child_frame_id}")
-    T = make_transform(R, [tr.translation.x, tr.translation.y, tr.translation.z])
-    return time_to_ns(msg.header.stamp), msg.header.frame_id, msg.child_frame_id, T
 
 
 def tf_message(transforms: list[Any]) -> Any:
@@ -412,60 +343,3 @@ def labels_to_msg(labels: dict[int, str], stamp_ns: int, frame_id: str) -> Any:
             raise MessageConversionError(f"instance id {iid} does not fit a 16UC1 mask (1..65535; 0 = none)")
         items.append(msg_class("scene_vlm_interfaces/msg/InstanceLabel")(instance_id=iid, label=str(label)))
     return msg_class(MSGTYPE_INSTANCE_LABELS)(header=make_header(stamp_ns, frame_id), labels=items)
-
-
-def msg_to_labels(msg: Any) -> dict[int, str]:
-    """``{instance_id: label}`` of an ``InstanceLabelArray``."""
-    return {int(item.instance_id): str(item.label) for item in msg.labels}
-
-
-# ---------------------------------------------------------------------------------------------
-# A whole frame
-# ---------------------------------------------------------------------------------------------
-
-
-def rgbd_frame_from_msgs(
-    color_msg: Any,
-    depth_msg: Any,
-    camera_info_msg: Any,
-    T_world_camera: np.ndarray,  # noqa: N803
-    mask_msg: Any | None = None,
-    labels_msg: Any | None = None,
-    frame_index: int = -1,
-) -> RGBDFrame:
-    """The :class:`RGBDFrame` of one synchronised set of messages (stamp = the colour header's).
-
-    ``T_world_camera`` (4x4) is the optical-frame pose at the colour stamp, which the caller
-    resolves (TF / odometry). Depth must be registered to colour (same size); the camera info must
-    describe that size. The optional 16UC1 mask and ``InstanceLabelArray`` fill the instance fields.
-    """
-    color = msg_to_rgb(color_msg)
-    depth = msg_to_depth_m(depth_msg)
-    if depth.shape != color.shape[:2]:
-        raise MessageConversionError(
-            f"depth {depth.shape} and colour {color.shape[:2]} differ in size; subscribe to depth registered "
-            "to colour (e.g. RealSense's aligned_depth_to_color)"
-        )
-    intrinsics = msg_to_camera_info(camera_info_msg)
-    if (intrinsics.width, intrinsics.height) != (color.shape[1], color.shape[0]):
-        raise MessageConversionError(
-            f"camera info is for {intrinsics.width}x{intrinsics.height} "
-            f"but the image is {color.shape[1]}x{color.shape[0]}"
-        )
-    mask = None
-    if mask_msg is not None:
-        if mask_msg.encoding not in ("16UC1", "mono16"):
-            raise MessageConversionError(f"instance mask must be 16UC1, got {mask_msg.encoding!r}")
-        mask = msg_to_image(mask_msg)
-        if mask.shape != depth.shape:
-            raise MessageConversionError(f"instance mask {mask.shape} differs from the image {depth.shape}")
-    return RGBDFrame(
-        stamp_s=time_to_ns(color_msg.header.stamp) / 1e9,
-        color_rgb=color,
-        depth_m=depth,
-        intrinsics=intrinsics,
-        T_world_camera=np.asarray(T_world_camera, dtype=np.float64),
-        instance_mask=mask,
-        instance_labels=msg_to_labels(labels_msg) if labels_msg is not None else None,
-        frame_index=frame_index,
-    )

@@ -12,6 +12,10 @@ from __future__ import annotations
 TOPIC_COLOR = "/camera/color/image_raw"
 #: Depth image registered to colour, ``sensor_msgs/msg/Image``, ``16UC1`` millimetres (0 = no reading).
 TOPIC_DEPTH = "/camera/depth/image_raw"
+#: The same images as ``image_transport`` republishes them compressed (what robots usually record):
+#: ``sensor_msgs/msg/CompressedImage``, jpeg/png colour and ``compressedDepth`` png depth.
+TOPIC_COLOR_COMPRESSED = TOPIC_COLOR + "/compressed"
+TOPIC_DEPTH_COMPRESSED = TOPIC_DEPTH + "/compressedDepth"
 #: Pinhole calibration of the colour (and registered depth) image, ``sensor_msgs/msg/CameraInfo``.
 TOPIC_CAMERA_INFO = "/camera/color/camera_info"
 #: Wheel/visual odometry, ``nav_msgs/msg/Odometry`` (``odom`` -> ``base_link``).
@@ -31,6 +35,7 @@ FRAME_CAMERA_LINK = "camera_link"
 FRAME_CAMERA_OPTICAL = "camera_color_optical_frame"
 
 MSGTYPE_IMAGE = "sensor_msgs/msg/Image"
+MSGTYPE_COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 MSGTYPE_CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 MSGTYPE_ODOMETRY = "nav_msgs/msg/Odometry"
 MSGTYPE_TF = "tf2_msgs/msg/TFMessage"

@@ -36,13 +36,16 @@ from .topics import (
     FRAME_CAMERA_OPTICAL,
     FRAME_ODOM,
     MSGTYPE_CAMERA_INFO,
+    MSGTYPE_COMPRESSED_IMAGE,
     MSGTYPE_IMAGE,
     MSGTYPE_INSTANCE_LABELS,
     MSGTYPE_ODOMETRY,
     MSGTYPE_TF,
     TOPIC_CAMERA_INFO,
     TOPIC_COLOR,
+    TOPIC_COLOR_COMPRESSED,
     TOPIC_DEPTH,
+    TOPIC_DEPTH_COMPRESSED,
     TOPIC_INSTANCE_LABELS,
     TOPIC_INSTANCES,
     TOPIC_ODOM,
@@ -120,6 +123,7 @@ class BagWriter:
         overwrite: bool = False,
         depth_encoding: str = "16UC1",
         custom_data: dict[str, str] | None = None,
+        compressed: bool = False,
     ) -> None:
         if storage not in STORAGE_PLUGINS:
             raise BagWriteError(f"unknown storage {storage!r}; use one of {sorted(STORAGE_PLUGINS)}")
@@ -130,6 +134,8 @@ class BagWriter:
         self.with_instances = with_instances
         self.overwrite = overwrite
         self.depth_encoding = depth_encoding
+        #: images as a recording robot stores them: jpeg colour and compressedDepth png depth
+        self.compressed = compressed
         T = np.asarray(T_base_camera_optical, dtype=np.float64)
         if T.shape != (4, 4) or not np.all(np.isfinite(T)):
             raise BagWriteError(f"T_base_camera_optical must be a finite 4x4 transform, got shape {T.shape}")
@@ -158,8 +164,10 @@ class BagWriter:
         writer.open()
         self._writer = writer
         topics = [
-            (TOPIC_COLOR, MSGTYPE_IMAGE, QOS_DEFAULT),
-            (TOPIC_DEPTH, MSGTYPE_IMAGE, QOS_DEFAULT),
+            (TOPIC_COLOR_COMPRESSED, MSGTYPE_COMPRESSED_IMAGE, QOS_DEFAULT) if self.compressed
+            else (TOPIC_COLOR, MSGTYPE_IMAGE, QOS_DEFAULT),
+            (TOPIC_DEPTH_COMPRESSED, MSGTYPE_COMPRESSED_IMAGE, QOS_DEFAULT) if self.compressed
+            else (TOPIC_DEPTH, MSGTYPE_IMAGE, QOS_DEFAULT),
             (TOPIC_CAMERA_INFO, MSGTYPE_CAMERA_INFO, QOS_DEFAULT),
             (TOPIC_ODOM, MSGTYPE_ODOMETRY, QOS_DEFAULT),
             (TOPIC_TF, MSGTYPE_TF, QOS_DEFAULT),
@@ -236,9 +244,7 @@ class BagWriter:
             )
         self._before_write(stamp)
         color = np.ascontiguousarray(frame.color_rgb, dtype=np.uint8)
-        self._write(TOPIC_COLOR, m.image_to_msg(color, "rgb8", stamp, FRAME_CAMERA_OPTICAL), stamp)
-        self._write(TOPIC_DEPTH, m.depth_to_msg(frame.depth_m, stamp, FRAME_CAMERA_OPTICAL, self.depth_encoding), stamp)
-        self._write(TOPIC_CAMERA_INFO, m.camera_info_to_msg(frame.intrinsics, stamp, FRAME_CAMERA_OPTICAL), stamp)
+        mask_msg = labels_msg = None
         if self.with_instances:
             if frame.instance_mask is None:
                 raise BagWriteError(
@@ -249,11 +255,24 @@ class BagWriter:
                 raise BagWriteError(f"instance mask shape {mask.shape} differs from the image {(h, w)}")
             if mask.size and (mask.min() < 0 or mask.max() > 0xFFFF):
                 raise BagWriteError("instance ids must fit 16UC1 (0..65535)")
-            self._write(
-                TOPIC_INSTANCES, m.image_to_msg(mask.astype(np.uint16), "16UC1", stamp, FRAME_CAMERA_OPTICAL), stamp
-            )
-            labels = frame.instance_labels or {}
-            self._write(TOPIC_INSTANCE_LABELS, m.labels_to_msg(labels, stamp, FRAME_CAMERA_OPTICAL), stamp)
+            mask_msg = m.image_to_msg(mask.astype(np.uint16), "16UC1", stamp, FRAME_CAMERA_OPTICAL)
+            labels_msg = m.labels_to_msg(frame.instance_labels or {}, stamp, FRAME_CAMERA_OPTICAL)
+        # A driver's order: calibration (and the label table) first, then the images, depth last.
+        self._write(TOPIC_CAMERA_INFO, m.camera_info_to_msg(frame.intrinsics, stamp, FRAME_CAMERA_OPTICAL), stamp)
+        if labels_msg is not None:
+            self._write(TOPIC_INSTANCE_LABELS, labels_msg, stamp)
+        if self.compressed:
+            self._write(TOPIC_COLOR_COMPRESSED, m.compressed_image_to_msg(color, stamp, FRAME_CAMERA_OPTICAL), stamp)
+        else:
+            self._write(TOPIC_COLOR, m.image_to_msg(color, "rgb8", stamp, FRAME_CAMERA_OPTICAL), stamp)
+        if mask_msg is not None:
+            self._write(TOPIC_INSTANCES, mask_msg, stamp)
+        if self.compressed:
+            self._write(TOPIC_DEPTH_COMPRESSED, m.compressed_depth_to_msg(frame.depth_m, stamp, FRAME_CAMERA_OPTICAL),
+                        stamp)
+        else:
+            self._write(TOPIC_DEPTH, m.depth_to_msg(frame.depth_m, stamp, FRAME_CAMERA_OPTICAL, self.depth_encoding),
+                        stamp)
         return stamp
 
 

@@ -118,6 +118,27 @@ class ApproximateTimeSync:
         return {s: list(q) for s, q in self._queues.items()}
 
 
+class RateWindow:
+    """Arrival rate over the last ``window_s`` seconds (not since start: a feed that stops reads 0)."""
+
+    def __init__(self, window_s: float = 5.0, max_events: int = 2000):
+        self.window_s = float(window_s)
+        self._t: deque[float] = deque(maxlen=max_events)
+
+    def add(self, t_s: float) -> None:
+        self._t.append(float(t_s))
+
+    def rate(self, now_s: float) -> float:
+        """Events per second within the last ``window_s`` (over the span covered when shorter)."""
+        while self._t and self._t[0] <= now_s - self.window_s:
+            self._t.popleft()
+        if len(self._t) < 2:
+            return 0.0
+        span = now_s - self._t[0]
+        return (len(self._t) - 1) / max(self._t[-1] - self._t[0], 1e-6) if span < self.window_s else (
+            len(self._t) / self.window_s)
+
+
 class PoseBuffer:
     """Time-ordered poses (e.g. odometry ``T_odom_base``) with interpolation at arbitrary stamps.
 
@@ -126,8 +147,8 @@ class PoseBuffer:
     """
 
     def __init__(self, max_age_s: float = 10.0, max_extrapolation_s: float = 0.05):
-        self.max_age_s = float(max_age_s)
-        self.max_extrapolation_s = float(max_extrapolation_s)
+        self.max_age_s = max_age_s  # the unit of the stamps (ints stay exact)
+        self.max_extrapolation_s = max_extrapolation_s
         self._stamps: list[float] = []
         self._poses: list[np.ndarray] = []
 
@@ -140,7 +161,7 @@ class PoseBuffer:
 
     def add(self, stamp_s: float, T: np.ndarray) -> None:  # noqa: N803
         idx = bisect.bisect(self._stamps, stamp_s)
-        self._stamps.insert(idx, float(stamp_s))
+        self._stamps.insert(idx, stamp_s)  # as given: int ns keeps full precision
         self._poses.insert(idx, np.asarray(T, dtype=np.float64))
         cutoff = self._stamps[-1] - self.max_age_s
         n_old = bisect.bisect_left(self._stamps, cutoff)
@@ -152,15 +173,18 @@ class PoseBuffer:
         self._stamps.clear()
         self._poses.clear()
 
-    def lookup(self, stamp_s: float) -> tuple[Optional[np.ndarray], str]:
+    def lookup(self, stamp_s: float, give_up: bool = False) -> tuple[Optional[np.ndarray], str]:
         """Pose at ``stamp_s`` and a status: ``"ok"``, ``"wait"`` (newer poses may still arrive),
-        or ``"too_old"`` (the stamp precedes the buffer)."""
+        or ``"too_old"`` (the stamp precedes the buffer).
+
+        Past the newest pose the answer is ``"wait"``, unless the caller has ``give_up`` on newer
+        poses (end of a bag, waited too long): then the newest pose within ``max_extrapolation_s``."""
         if not self._stamps:
             return None, "wait"
         if stamp_s < self._stamps[0] - self.max_extrapolation_s:
             return None, "too_old"
         if stamp_s > self._stamps[-1]:
-            if stamp_s - self._stamps[-1] <= self.max_extrapolation_s and len(self._stamps) == 1:
+            if give_up and stamp_s - self._stamps[-1] <= self.max_extrapolation_s:
                 return self._poses[-1].copy(), "ok"
             return None, "wait"
         idx = bisect.bisect_left(self._stamps, stamp_s)

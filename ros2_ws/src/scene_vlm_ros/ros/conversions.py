@@ -1,8 +1,9 @@
-"""Message <-> numpy conversions: the one place that knows ROS message layouts.
+"""numpy / core types -> rclpy messages: what the node publishes and answers with.
 
-Imports message types only (never rclpy), so it is unit-tested without ``rclpy.init()``.
-This replaces cv_bridge, which has no ROS 2 wheel on PyPI. Image decoding is shared with the bag
-tools (``bag.messages``), which decode the same fields from rosbags' message classes.
+Imports message types only (never rclpy), so it is unit-tested without ``rclpy.init()``. Decoding
+of incoming messages is not here: the node hands them to the core's one ingest path
+(:mod:`scene_vlm_ros.core.pipeline`, decoding with :mod:`scene_vlm_ros.core.decode`), the same code
+the bag tools use. Together they replace cv_bridge, which has no ROS 2 wheel on PyPI.
 """
 
 from __future__ import annotations
@@ -10,18 +11,17 @@ from __future__ import annotations
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Pose, Quaternion, Vector3
-from nav_msgs.msg import Odometry
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+from sensor_msgs.msg import Image, PointCloud2, PointField
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-from scene_vlm_interfaces.msg import InstanceLabelArray, ObjectBox3D
+from scene_vlm_interfaces.msg import ObjectBox3D
 
-from ..bag.messages import _ENCODING_DTYPES as IMAGE_ENCODINGS
-from ..bag.messages import MessageConversionError, msg_to_depth_m, msg_to_image, msg_to_rgb
+from ..core.decode import ENCODING_DTYPES as IMAGE_ENCODINGS
+from ..core.decode import MessageConversionError
 from ..core.geometry import make_transform, matrix_to_quat_xyzw, quat_xyzw_to_matrix, rot_z
 from ..core.markers import marker_color
-from ..core.types import CameraIntrinsics, Instance, OrientedBox3D
+from ..core.types import Instance, OrientedBox3D
 
 ConversionError = MessageConversionError
 """A message whose content cannot be converted (bad encoding, size, or values)."""
@@ -37,11 +37,6 @@ def s_to_stamp(t_s: float) -> Time:
     if nanosec >= 1_000_000_000:
         sec, nanosec = sec + 1, nanosec - 1_000_000_000
     return Time(sec=sec, nanosec=nanosec)
-
-
-def image_to_numpy(msg: Image) -> np.ndarray:
-    """(H, W[, C]) array of an Image; honours ``step`` padding and endianness (shared decoder)."""
-    return msg_to_image(msg)
 
 
 def numpy_to_image(arr: np.ndarray, encoding: str, stamp: Time | None = None, frame_id: str = "") -> Image:
@@ -61,23 +56,6 @@ def numpy_to_image(arr: np.ndarray, encoding: str, stamp: Time | None = None, fr
     return msg
 
 
-def color_to_rgb(msg: Image) -> np.ndarray:
-    """RGB uint8 (H, W, 3) from any supported colour encoding."""
-    return msg_to_rgb(msg)
-
-
-def depth_to_m(msg: Image) -> np.ndarray:
-    """Depth in metres (float32) from 16UC1 millimetres or 32FC1 metres; 0 = no reading."""
-    return msg_to_depth_m(msg)
-
-
-def camera_info_to_intrinsics(msg: CameraInfo) -> CameraIntrinsics:
-    K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
-    if msg.width == 0 or msg.height == 0 or K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise ConversionError(f"CameraInfo has no usable K/size (w={msg.width}, h={msg.height}, fx={K[0, 0]})")
-    return CameraIntrinsics.from_K(K, msg.width, msg.height)
-
-
 def pose_to_matrix(pose: Pose) -> np.ndarray:
     q = np.array([pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w])
     if not np.all(np.isfinite(q)) or np.linalg.norm(q) < 1e-6:
@@ -92,15 +70,6 @@ def matrix_to_pose(T: np.ndarray) -> Pose:  # noqa: N803
         position=Point(x=float(T[0, 3]), y=float(T[1, 3]), z=float(T[2, 3])),
         orientation=Quaternion(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])),
     )
-
-
-def odometry_to_matrix(msg: Odometry) -> tuple[float, np.ndarray]:
-    """(stamp in s, T_odom_base 4x4) of an Odometry message."""
-    return stamp_to_s(msg.header.stamp), pose_to_matrix(msg.pose.pose)
-
-
-def labels_to_dict(msg: InstanceLabelArray) -> dict[int, str]:
-    return {int(e.instance_id): str(e.label) for e in msg.labels}
 
 
 def instance_to_box(inst: Instance) -> ObjectBox3D:

@@ -12,8 +12,13 @@ from typing import Any, Optional
 #: name -> (default, description, (min, max) or None, allowed values or None)
 PARAMETERS: dict[str, tuple[Any, str, Optional[tuple[float, float]], Optional[tuple[str, ...]]]] = {
     # -- inputs ----------------------------------------------------------------------------------
-    "topics.color": ("/camera/color/image_raw", "Colour image topic (rgb8/bgr8/rgba8/mono8).", None, None),
-    "topics.depth": ("/camera/depth/image_raw", "Depth image topic (16UC1 millimetres or 32FC1 metres).", None, None),
+    "topics.color": ("/camera/color/image_raw", "Colour image topic (rgb8/bgr8/rgba8/mono8); a name ending in "
+                                                "/compressed subscribes to sensor_msgs/CompressedImage (jpeg/png).",
+                     None, None),
+    "topics.depth": ("/camera/depth/image_raw", "Depth image topic (16UC1 millimetres or 32FC1 metres), registered "
+                                                "to colour; a name ending in /compressedDepth subscribes to "
+                                                "compressed_depth_image_transport's CompressedImage (png).",
+                     None, None),
     "topics.camera_info": ("/camera/color/camera_info", "CameraInfo of the (registered) colour/depth pair.",
                            None, None),
     "topics.odom": ("/odom", "nav_msgs/Odometry giving T_odom_base; the map is built in its frame.", None, None),
@@ -37,8 +42,10 @@ PARAMETERS: dict[str, tuple[Any, str, Optional[tuple[float, float]], Optional[tu
     "sync.queue_size": (30, "Messages kept per input stream while waiting for a match.", (1, 1000), None),
     "sync.pose_max_wait_s": (0.5, "How long (s) a frame waits for odometry newer than its stamp before it is "
                                   "dropped (reason no_pose).", (0.0, 10.0), None),
-    "sync.mapping_queue_size": (16, "Synchronised frames waiting for integration; the oldest is dropped (and "
-                                   "counted) when mapping falls behind.", (1, 100), None),
+    "sync.pose_queue_size": (30, "Synchronised frames waiting for odometry past their stamp (or for the first "
+                                 "camera info); the oldest is dropped as pose_queue_overflow.", (1, 1000), None),
+    "sync.mapping_queue_size": (16, "Posed frames waiting for integration; the oldest is dropped (and "
+                                   "counted as mapping_queue_overflow) when mapping falls behind.", (1, 100), None),
     # -- mapping ---------------------------------------------------------------------------------
     "mapping.voxel_size_m": (0.05, "TSDF voxel size (m).", (0.005, 0.5), None),
     "mapping.depth_min_m": (0.2, "Depth readings nearer than this are ignored (m).", (0.0, 5.0), None),
@@ -46,6 +53,10 @@ PARAMETERS: dict[str, tuple[Any, str, Optional[tuple[float, float]], Optional[tu
     "mapping.device": ("CPU:0", "Open3D device for fusion: CPU:0 or CUDA:0.", None, None),
     "mapping.detector_dir": ("", "Directory with yolo-fastest-1.1.{cfg,weights} and coco.names; empty = no "
                                  "detector.", None, None),
+    "mapping.max_rate_hz": (0.0, "Integration-rate policy: integrate at most this many frames per second of "
+                                 "sensor time (frames in between are counted as skipped, not dropped); 0 = every "
+                                 "frame. Lower it on a slow host so mapping keeps up instead of dropping at random.",
+                            (0.0, 1000.0), None),
     "mapping.refresh_period_s": (1.0, "How often (s) the mapping thread re-extracts the fused cloud and "
                                       "re-segments the map between frames, so queries read a fresh snapshot at no "
                                       "cost; 0 = never (snapshots stay empty of geometry).", (0.0, 3600.0), None),
@@ -80,6 +91,10 @@ PARAMETERS: dict[str, tuple[Any, str, Optional[tuple[float, float]], Optional[tu
     "publish.cloud_max_points": (200000, "~/map_cloud is subsampled to at most this many points.",
                                  (1000, 10_000_000), None),
     "publish.diagnostics_period_s": (1.0, "Period of /diagnostics (s); 0 = off.", (0.0, 3600.0), None),
+    "diagnostics.stale_warn_s": (1.0, "A camera, depth or odometry feed silent this long (s) turns the diagnostic "
+                                      "WARN.", (0.05, 3600.0), None),
+    "diagnostics.stale_error_s": (3.0, "... and this long (s) ERROR; it returns to OK when the feed comes back.",
+                                  (0.05, 3600.0), None),
 }
 
 

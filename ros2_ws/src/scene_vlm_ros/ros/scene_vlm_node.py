@@ -1,10 +1,14 @@
 """The scene_vlm node: maps from RGB-D + odometry topics and answers ``/scene_query``.
 
-Thin glue: callbacks convert messages (``ros.conversions``), call the core (``FramePipeline``,
-``SceneMemory``, ``QueryWorker``) and convert results back. Concurrency:
+Thin glue around the core's one ingest path: subscription callbacks hand their messages to
+:class:`~scene_vlm_ros.core.pipeline.FramePipeline` (decode, sync, pose; the same code
+``scene-vlm map`` runs on a bag) and its posed frames to the
+:class:`~scene_vlm_ros.core.mapping_worker.MappingWorker` (bounded queue, rate and refresh policy,
+its own thread). Concurrency:
 
-- input callbacks only convert and feed the time synchroniser (under a lock); integration runs on
-  a mapping thread with a bounded queue, and refreshes the snapshot cache between frames;
+- image subscriptions are *raw*: the callback gets the serialized bytes and the core parses the
+  CDR with numpy (no Python message object for a megabyte image), then feeds the pipeline under a
+  lock; input callbacks are reentrant so one busy stream never starves another;
 - ``/scene_query`` is an ``async`` callback in a reentrant group: it takes a snapshot, hands the
   request to the bounded :class:`QueryWorker` and awaits the result without holding an executor
   thread, so mapping never waits for the model and many requests can be in flight;
@@ -21,7 +25,6 @@ import logging
 import os
 import threading
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any, Optional
 
@@ -35,14 +38,16 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.task import Future
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
 from scene_vlm_interfaces.msg import InstanceLabelArray
 from scene_vlm_interfaces.srv import ListObjects, LoadMemory, SaveMemory, SceneQuery
 
+from ..core import decode
 from ..core.geometry import make_transform, quat_xyzw_to_matrix
-from ..core.pipeline import FramePipeline, PipelineConfig
+from ..core.mapping_worker import MappingWorker, MappingWorkerConfig
+from ..core.pipeline import FramePipeline, PipelineConfig, feed_health
 from ..vlm.engine import ErrorCode, QueryEngine, QueryRequest, QueryResult, QueryWorker, validate_request
 from ..vlm.types import ModelUnavailableError, Task, VLMBackend
 from . import conversions as conv
@@ -135,24 +140,14 @@ class SceneVlmNode(LifecycleNode):
         self.cfg = NodeConfig()
         self.memory: Any = None
         self.pipeline: Optional[FramePipeline] = None
+        self.mapper: Optional[MappingWorker] = None
         self.worker: Optional[QueryWorker] = None
         self.backend: Optional[VLMBackend] = None
         self.backend_error = "the node is not configured yet"
         self._subs: list[Any] = []
         self._timers: list[Any] = []
         self._pubs: dict[str, Any] = {}
-        self._integration_ms: deque[float] = deque(maxlen=300)
-        self._refresh_ms: deque[float] = deque(maxlen=50)
-        self._rejected: dict[str, int] = {}
-        self._bad_messages: dict[str, int] = {}
         self._t_activated = 0.0
-        self._frames: deque = deque()
-        self._frames_cv = threading.Condition()
-        self._mapping_thread: Optional[threading.Thread] = None
-        self._mapping_stop = threading.Event()
-        self._queue_dropped = 0
-        #: frames integrated when the mapping thread last refreshed the snapshot cache
-        self.refreshed_frames = 0
 
         # Services exist from construction on, so a client always gets an answer with a reason
         # (NO_MAP_YET before configure/activate), never a silent wait.
@@ -201,10 +196,13 @@ class SceneVlmNode(LifecycleNode):
             T_base_camera,
             PipelineConfig(
                 slop_s=cfg["sync.slop_s"], queue_size=cfg["sync.queue_size"],
-                pose_max_wait_s=cfg["sync.pose_max_wait_s"], pending_max=cfg["sync.mapping_queue_size"],
+                pose_max_wait_s=cfg["sync.pose_max_wait_s"], pending_max=cfg["sync.pose_queue_size"],
                 use_instance_mask=cfg["use_instance_mask"],
             ),
         )
+        self.mapper = MappingWorker(self.memory, MappingWorkerConfig(
+            queue_size=cfg["sync.mapping_queue_size"], max_rate_hz=cfg["mapping.max_rate_hz"],
+            refresh_period_s=cfg["mapping.refresh_period_s"]))
         self._load_backend(cfg)
         engine = QueryEngine(
             self.backend, self.backend_error, n_frames=cfg["query.n_frames"],
@@ -248,22 +246,27 @@ class SceneVlmNode(LifecycleNode):
         # Creation order matters: rclpy serves ready subscriptions in this order, so the small,
         # cheap messages every frame depends on (odometry, camera info, labels) come first and are
         # never stuck behind a backlog of images.
-        self._subs = [
-            self.create_subscription(Odometry, cfg["topics.odom"], self._on_odom, QoSProfile(depth=100),
-                                     callback_group=g),
-            self.create_subscription(CameraInfo, cfg["topics.camera_info"], self._on_camera_info, qos,
-                                     callback_group=g),
-        ]
+        self._subs = []
+        if cfg["topics.odom"]:
+            self._subs.append(self.create_subscription(
+                Odometry, cfg["topics.odom"], lambda m: self._feed("odom", m), QoSProfile(depth=100),
+                callback_group=g))
+        self._subs.append(self.create_subscription(
+            CameraInfo, cfg["topics.camera_info"], lambda m: self._feed("camera_info", m), qos, callback_group=g))
+        self._subscribe_tf(g)
         if cfg["use_instance_mask"]:
-            self._subs.append(self.create_subscription(InstanceLabelArray, cfg["topics.instance_labels"],
-                                                       self._on_labels, QoSProfile(depth=10), callback_group=g))
-        self._subs += [
-            self.create_subscription(Image, cfg["topics.depth"], self._on_depth, qos, callback_group=g),
-            self.create_subscription(Image, cfg["topics.color"], self._on_color, qos, callback_group=g),
-        ]
+            self._subs.append(self.create_subscription(
+                InstanceLabelArray, cfg["topics.instance_labels"], lambda m: self._feed("labels", m),
+                QoSProfile(depth=10), callback_group=g))
+        streams = [("depth", cfg["topics.depth"]), ("color", cfg["topics.color"])]
         if cfg["use_instance_mask"]:
-            self._subs.append(
-                self.create_subscription(Image, cfg["topics.instance_mask"], self._on_mask, qos, callback_group=g))
+            streams.append(("mask", cfg["topics.instance_mask"]))
+        for stream, topic in streams:
+            compressed = topic.endswith(("/compressed", "/compressedDepth"))
+            self._subs.append(self.create_subscription(
+                CompressedImage if compressed else Image, topic,
+                (lambda raw, s=stream, c=compressed: self._feed_raw_image(s, raw, c)), qos,
+                callback_group=g, raw=True))
         periods = {
             "publish.bev_period_s": self._publish_bev,
             "publish.objects_period_s": self._publish_objects,
@@ -280,7 +283,7 @@ class SceneVlmNode(LifecycleNode):
         # the mapping thread while they hold the GIL.
         gc.collect()
         gc.freeze()
-        self._start_mapping_thread()
+        self.mapper.start()
         self.get_logger().info(
             f"active: listening on {cfg['topics.color']}, {cfg['topics.depth']}, {cfg['topics.camera_info']}, "
             f"{cfg['topics.odom']}" + (f", {cfg['topics.instance_mask']}" if cfg["use_instance_mask"] else "")
@@ -293,7 +296,8 @@ class SceneVlmNode(LifecycleNode):
         for t in self._timers:
             self.destroy_timer(t)
         self._subs, self._timers = [], []
-        self._stop_mapping_thread()
+        if self.mapper is not None:
+            self.mapper.stop()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -305,7 +309,8 @@ class SceneVlmNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _release(self) -> None:
-        self._stop_mapping_thread()
+        if self.mapper is not None:
+            self.mapper.stop()
         if self.worker is not None:
             self.worker.shutdown()
         if self.backend is not None:
@@ -313,141 +318,46 @@ class SceneVlmNode(LifecycleNode):
         for pub in self._pubs.values():
             self.destroy_publisher(pub)
         self.worker, self.backend, self.memory, self.pipeline, self._pubs = None, None, None, None, {}
+        self.mapper = None
         self.backend_error = "the node is not configured"
 
     # -- mapping callbacks -----------------------------------------------------------------------
-    def _bad(self, what: str, exc: Exception) -> None:
-        n = self._bad_messages.get(what, 0) + 1
-        self._bad_messages[what] = n
-        if n == 1 or n % 100 == 0:
-            self.get_logger().warning(f"dropping {what} message ({n} so far): {exc}")
-
-    def _on_camera_info(self, msg: CameraInfo) -> None:
+    def _subscribe_tf(self, group: Any) -> None:
+        """/tf_static (the camera extrinsic from the robot's URDF) and, without odometry, /tf
+        (``odom -> base_link`` from a SLAM stack), when tf2_msgs is importable."""
         try:
-            intrinsics = conv.camera_info_to_intrinsics(msg)
-        except conv.ConversionError as exc:
-            self._bad("camera_info", exc)
+            from tf2_msgs.msg import TFMessage
+        except ImportError:
+            self.get_logger().info("tf2_msgs is not importable: camera extrinsic from the camera_extrinsic parameter")
+            return
+        from rclpy.qos import DurabilityPolicy
+
+        latched = QoSProfile(depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                             reliability=ReliabilityPolicy.RELIABLE)
+        self._subs.append(self.create_subscription(
+            TFMessage, "/tf_static", lambda m: self._feed("tf_static", m), latched, callback_group=group))
+        if not self.cfg["topics.odom"]:
+            self._subs.append(self.create_subscription(
+                TFMessage, "/tf", lambda m: self._feed("tf", m), QoSProfile(depth=100), callback_group=group))
+
+    def _feed(self, stream: str, msg: Any) -> None:
+        """Hand one message to the core's pipeline; posed frames go to the mapping worker."""
+        pipeline, mapper = self.pipeline, self.mapper
+        if pipeline is None or mapper is None:
             return
         with self._pipeline_lock:
-            self.pipeline.set_intrinsics(intrinsics)
+            frames = pipeline.on_message(stream, msg)
+        mapper.submit(frames)
 
-    def _on_odom(self, msg: Odometry) -> None:
+    def _feed_raw_image(self, stream: str, raw: bytes, compressed: bool) -> None:
         try:
-            stamp, T = conv.odometry_to_matrix(msg)
-        except conv.ConversionError as exc:
-            self._bad("odom", exc)
+            msg = decode.parse_compressed_image_cdr(raw) if compressed else decode.parse_image_cdr(raw)
+        except decode.MessageConversionError as exc:
+            with self._pipeline_lock:
+                if self.pipeline is not None:
+                    self.pipeline.record_invalid(stream, exc)
             return
-        with self._pipeline_lock:
-            frames = self.pipeline.add_odometry(stamp, T)
-        self._integrate(frames)
-
-    def _on_image(self, stream: str, msg: Image) -> None:
-        try:
-            if stream == "color":
-                img = conv.color_to_rgb(msg)
-            elif stream == "depth":
-                img = conv.depth_to_m(msg)
-            else:
-                img = conv.image_to_numpy(msg).astype(np.uint16, copy=False)
-        except conv.ConversionError as exc:
-            self._bad(stream, exc)
-            return
-        with self._pipeline_lock:
-            frames = self.pipeline.add_image(stream, conv.stamp_to_s(msg.header.stamp), img)
-        self._integrate(frames)
-
-    def _on_color(self, msg: Image) -> None:
-        self._on_image("color", msg)
-
-    def _on_depth(self, msg: Image) -> None:
-        self._on_image("depth", msg)
-
-    def _on_mask(self, msg: Image) -> None:
-        self._on_image("mask", msg)
-
-    def _on_labels(self, msg: InstanceLabelArray) -> None:
-        labels = conv.labels_to_dict(msg)
-        with self._pipeline_lock:
-            self.pipeline.set_labels(labels)
-
-    def _integrate(self, frames: list) -> None:
-        """Hand synchronised frames to the mapping thread (never blocks the callback).
-
-        Integration runs on its own thread so that subscription callbacks stay short: a slow
-        frame (or a map refresh holding the memory) must not starve one input stream and break
-        time synchronisation. When mapping falls behind, the oldest waiting frame is dropped and
-        counted (``integration_queue_overflow``), as a keep-last sensor queue would.
-        """
-        if not frames:
-            return
-        with self._frames_cv:
-            for frame in frames:
-                self._frames.append(frame)
-                while len(self._frames) > self.cfg["sync.mapping_queue_size"]:
-                    self._frames.popleft()
-                    self._queue_dropped += 1
-            self._frames_cv.notify()
-
-    def _start_mapping_thread(self) -> None:
-        self._mapping_stop.clear()
-        self._mapping_thread = threading.Thread(target=self._mapping_loop, name="scene-vlm-mapping", daemon=True)
-        self._mapping_thread.start()
-
-    def _stop_mapping_thread(self) -> None:
-        self._mapping_stop.set()
-        with self._frames_cv:
-            self._frames_cv.notify_all()
-        if self._mapping_thread is not None:
-            self._mapping_thread.join(timeout=5.0)
-        self._mapping_thread = None
-
-    def _mapping_loop(self) -> None:
-        """Integrate queued frames; between frames, keep the snapshot cache fresh.
-
-        The refresh (cloud extraction + segmentation, ~0.1-0.3 s) runs here rather than on another
-        thread: with one writer nothing waits on the memory's lock while the lock holder is starved
-        of the GIL, a stall that was seen to last over a second. Queries and publishers read
-        ``allow_stale`` snapshots and never refresh; frames arriving meanwhile wait in the queue.
-        """
-        period_s = self.cfg["mapping.refresh_period_s"]
-        last_refresh = time.monotonic()
-        while not self._mapping_stop.is_set():
-            with self._frames_cv:
-                if not self._frames:
-                    self._frames_cv.wait(timeout=0.1)
-                frame = self._frames.popleft() if self._frames else None
-            memory = self.memory
-            if memory is None:
-                continue
-            if frame is not None:
-                t0 = time.perf_counter()
-                try:
-                    result = memory.integrate(frame)
-                except Exception as exc:  # a core bug must not stop mapping for good
-                    self._bad("frame", exc)
-                    continue
-                dt_ms = (time.perf_counter() - t0) * 1e3
-                self._integration_ms.append(dt_ms)
-                if dt_ms > 200.0:
-                    self.get_logger().warning(
-                        f"slow integration: {dt_ms:.0f} ms (stages: {getattr(result, 'timings', {})})",
-                        throttle_duration_sec=5.0)
-                if not result.accepted:
-                    reason = result.reason or "rejected"
-                    self._rejected[reason] = self._rejected.get(reason, 0) + 1
-            if period_s > 0 and time.monotonic() - last_refresh >= period_s:
-                # prefer a moment with few frames waiting, but never postpone past twice the period
-                if len(self._frames) <= 2 or time.monotonic() - last_refresh >= 2 * period_s:
-                    last_refresh = time.monotonic()
-                    n = memory.snapshot(allow_stale=True).n_frames_integrated
-                    if n > self.refreshed_frames:
-                        try:
-                            t_refresh = time.perf_counter()
-                            memory.refresh()
-                            self._refresh_ms.append((time.perf_counter() - t_refresh) * 1e3)
-                            self.refreshed_frames = n
-                        except Exception as exc:  # keep the last good snapshot; report and go on
-                            self._bad("refresh", exc)
+        self._feed(stream, msg)
 
     # -- services --------------------------------------------------------------------------------
     def _fill(self, response: SceneQuery.Response, result: QueryResult) -> SceneQuery.Response:
@@ -536,6 +446,8 @@ class SceneVlmNode(LifecycleNode):
         except Exception as exc:  # wrong version, missing files: the current memory stays
             response.success, response.message = False, f"load failed (current memory kept): {exc}"
             return response
+        if self.mapper is not None:
+            self.mapper.set_memory(loaded)
         self.memory = loaded
         response.success = True
         response.n_objects = len(loaded.snapshot(allow_stale=True).instances)
@@ -578,38 +490,45 @@ class SceneVlmNode(LifecycleNode):
                                                          conv.s_to_stamp(snap.stamp_s)))
 
     def diagnostics(self) -> DiagnosticStatus:
-        """One DiagnosticStatus with inputs, drops, integration time, queue and model state."""
+        """One DiagnosticStatus: input rates over the last seconds, feed health, every drop by
+        reason, integration time, queues and model state."""
         st = DiagnosticStatus(name=f"{self.get_name()}: scene memory", hardware_id="scene_vlm_ros")
         kv: dict[str, str] = {}
         level, message = DiagnosticStatus.OK, "mapping"
-        if self.pipeline is not None:
+        cfg = self.cfg
+        if self.pipeline is not None and self.mapper is not None:
             with self._pipeline_lock:
                 ps = self.pipeline.stats()
-            elapsed = max(1e-3, time.monotonic() - self._t_activated)
-            for k, v in ps["received"].items():
-                kv[f"rate_{k}_hz"] = f"{v / elapsed:.1f}"
-            for k, v in ps["dropped"].items():
+            ms = self.mapper.stats()
+            for k, v in sorted(ps["rates_hz"].items()):
+                kv[f"rate_{k}_hz"] = f"{v:.1f}"
+            for k, v in sorted(ps["received"].items()):
+                kv[f"received_{k}"] = str(v)
+            kv["frames_received"] = str(ps["received"].get("depth", 0))
+            dropped = dict(ps["dropped"])
+            for k, v in ms["dropped"].items():
+                dropped[k] = dropped.get(k, 0) + v
+            for k, v in sorted(dropped.items()):
                 kv[f"dropped_{k}"] = str(v)
+            for k, v in ms["rejected"].items():
+                kv[f"rejected_{k}"] = str(v)
+            kv["frames_integrated"] = str(ms["integrated"])
+            kv["frames_skipped_by_rate_policy"] = str(ms["skipped_by_rate_policy"])
             kv["frames_waiting_for_pose"] = str(ps["waiting_for_pose"])
-            kv["frames_waiting_for_mapping"] = str(len(self._frames))
-            kv["dropped_integration_queue_overflow"] = str(self._queue_dropped)
-            if not ps["received"].get("depth"):
-                level, message = DiagnosticStatus.WARN, f"no depth image received on {self.cfg['topics.depth']}"
-            elif not ps["received"].get("odom"):
-                level, message = DiagnosticStatus.WARN, f"no odometry received on {self.cfg['topics.odom']}"
-        for k, v in self._rejected.items():
-            kv[f"rejected_{k}"] = str(v)
-        for k, v in self._bad_messages.items():
-            kv[f"bad_message_{k}"] = str(v)
-        if self._integration_ms:
-            arr = np.asarray(self._integration_ms)
-            kv["integration_ms_p50"] = f"{np.percentile(arr, 50):.1f}"
-            kv["integration_ms_p95"] = f"{np.percentile(arr, 95):.1f}"
-        if self._refresh_ms:
-            kv["map_refresh_ms_p50"] = f"{np.percentile(np.asarray(self._refresh_ms), 50):.0f}"
+            kv["frames_waiting_for_mapping"] = str(ms["queue"])
+            kv["map_refreshed_frames"] = str(ms["refreshed_frames"])
+            for name in ("integration_ms_p50", "integration_ms_p95", "refresh_ms_p50"):
+                if ms[name] is not None:
+                    kv[name if name != "refresh_ms_p50" else "map_refresh_ms_p50"] = f"{ms[name]:.1f}"
+            if ps["warnings"]:
+                kv["input_warnings"] = " | ".join(ps["warnings"])
+            required = ["color", "depth"] + (["odom"] if cfg["topics.odom"] else [])
+            level, message = feed_health(ps["last_seen_age_s"], required, cfg["diagnostics.stale_warn_s"],
+                                         cfg["diagnostics.stale_error_s"], time.monotonic() - self._t_activated)
+            level = bytes([level]) if isinstance(DiagnosticStatus.OK, bytes) else level
+            message = "mapping" if message == "inputs OK" else message
         if self.memory is not None:
             snap = self.memory.snapshot(allow_stale=True)
-            kv["frames_integrated"] = str(snap.n_frames_integrated)
             kv["instances"] = str(len(snap.instances))
         if self.worker is not None:
             kv["query_queue"] = str(self.worker.queue_depth)
