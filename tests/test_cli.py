@@ -49,10 +49,10 @@ def test_map_then_query_then_eval(small_bag, tmp_path):
     res = runner.invoke(app, ["query", str(out / "memory"), "describe it", "--task", "caption"])
     assert res.exit_code == 1  # captions need a real model (and an object_id): a clear error, not a crash
 
-    report_path = tmp_path / "eval.json"
-    res = runner.invoke(app, ["eval", str(small_bag), "--out", str(report_path)])
+    eval_dir = tmp_path / "eval"
+    res = runner.invoke(app, ["eval", str(small_bag), "--out", str(eval_dir), "--no-progress"])
     assert res.exit_code == 0, res.output
-    report = json.loads(report_path.read_text())
-    assert report["summary"]["grounding"]["n"] > 0
-    assert 0.0 <= report["summary"]["grounding"]["acc@0.25"] <= 1.0
+    report = json.loads((eval_dir / "metrics.json").read_text())
+    assert report["tasks"]["grounding"]["overall"]["n"] > 0
+    assert 0.0 <= report["tasks"]["grounding"]["overall"]["acc@0.25"] <= 1.0
     assert report["instance_recall"]["0.25"] > 0.5
