@@ -291,6 +291,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected true/false, got {value!r}")
         return value
     if tp is str:
+        if isinstance(value, bool):  # YAML 1.1 reads a bare no/yes as a boolean (mixed_precision: no)
+            return "yes" if value else "no"
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value
