@@ -21,12 +21,15 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import cv2
 import numpy as np
 
 from .types import Instance, OrientedBox3D
+
+if TYPE_CHECKING:
+    from .labeling import SegmentLabel as SegmentVotes
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +101,10 @@ class _Track:
     upstream_ids: set = field(default_factory=set)
     misses: int = 0
     geometry_shape: bool = False
+    # Label decided by detector evidence on a geometry segment (labeling.label_segments), with
+    # every label's summed votes in label_scores / label_counts; label_history lists the changes.
+    voted_label: Optional[tuple[str, float]] = None
+    label_history: list = field(default_factory=list)
     best_keyframe_ids: tuple[int, ...] = ()
     cache: Optional[Instance] = None
     _coarse: Optional[np.ndarray] = None
@@ -150,6 +157,8 @@ class _Track:
 
     def label(self) -> tuple[str, float]:
         """Most supported label (by summed score) and its mean score; ``("", 0)`` when unlabelled."""
+        if self.voted_label is not None:
+            return self.voted_label
         if not self.label_scores:
             return "", 0.0
         label, total = self.label_scores.most_common(1)[0]
@@ -333,15 +342,17 @@ class InstanceMap:
             self._upstream[up] = keep.instance_id
         del self._tracks[gone.instance_id]
 
-    def update_geometry(self, segments: list[tuple[np.ndarray, np.ndarray]], stamp_s: float) -> None:
+    def update_geometry(self, segments: list[tuple[np.ndarray, np.ndarray]], stamp_s: float,
+                        votes: Optional[list[SegmentVotes]] = None) -> None:
         """Reconcile geometric segments of the whole map with the geometry instances.
 
-        ``segments``: ``[(points (N, 3), colors (N, 3)), ...]``. A segment mostly covered by a
-        mask/detector instance is skipped (that source has it). Each remaining segment goes to the
-        geometry instance it overlaps most; when two segments claim one instance the larger keeps
-        the ID and the other is a ``split``; when one segment covers several instances they are
-        ``merge``d into the oldest. Geometry instances matched by no segment for
-        ``geometry_miss_limit`` refreshes are ``removed``.
+        ``segments``: ``[(points (N, 3), colors (N, 3)), ...]``; ``votes``: the detector labels voted
+        for each segment (:func:`labeling.label_segments`), which the matched instance takes. A
+        segment mostly covered by a mask/detector instance is skipped (that source has it). Each
+        remaining segment goes to the geometry instance it overlaps most; when two segments claim
+        one instance the larger keeps the ID and the other is a ``split``; when one segment covers
+        several instances they are ``merge``d into the oldest. Geometry instances matched by no
+        segment for ``geometry_miss_limit`` refreshes are ``removed``.
         """
         p = self.params
         sem = [t for t in self._tracks.values() if t.source != "geometry"]
@@ -404,6 +415,7 @@ class InstanceMap:
                 tr.n_observations += 1
                 tr.last_seen_s = stamp_s
                 tr.misses = 0
+                self._set_votes(tr, votes[si] if votes is not None else None, stamp_s)
                 matched.add(tr.instance_id)
         for i, tr in list(geo.items()):
             if i in matched or i not in self._tracks:
@@ -412,6 +424,27 @@ class InstanceMap:
             if tr.misses >= p.geometry_miss_limit:
                 del self._tracks[i]
                 self._log("removed", stamp_s, instance_id=i, source="geometry")
+
+    def _set_votes(self, tr: _Track, votes: Optional[SegmentVotes], stamp_s: float) -> None:
+        """Give a geometry track the labels voted for its segment; log a ``label`` event on change."""
+        if votes is None:
+            return
+        before = tr.label()[0]
+        tr.label_scores = Counter(votes.votes)
+        tr.label_counts = Counter(votes.counts)
+        tr.voted_label = (votes.label, float(votes.score))
+        if votes.label != before:
+            tr.label_history.append({"stamp_s": float(stamp_s), "label": votes.label, "score": float(votes.score)})
+            self._log("label", stamp_s, instance_id=tr.instance_id, label=votes.label, previous=before,
+                      score=round(float(votes.score), 3))
+        tr.cache = None
+
+    def label_info(self, instance_id: int) -> dict:
+        """Votes per label (``{label: summed vote}``), views per label and the label history of one
+        instance (``[{stamp_s, label, score}, ...]``, oldest first); KeyError for an unknown ID."""
+        tr = self._tracks[instance_id]
+        return {"label": tr.label()[0], "score": tr.label()[1], "votes": dict(tr.label_scores),
+                "counts": dict(tr.label_counts), "history": list(tr.label_history)}
 
     def nbytes(self) -> int:
         """Bytes held by the instances' voxel arrays."""
@@ -453,7 +486,8 @@ class InstanceMap:
                     first_seen_s=tr.first_seen_s,
                     last_seen_s=tr.last_seen_s,
                     best_keyframe_ids=tr.best_keyframe_ids,
-                    source=tr.source,
+                    # A geometry segment named by detector votes reports the detector as its source.
+                    source="detector" if tr.source == "geometry" and label else tr.source,
                 )
             out.append(tr.cache)
         return tuple(out)
@@ -471,6 +505,8 @@ class InstanceMap:
                 "label_scores": dict(tr.label_scores), "label_counts": dict(tr.label_counts),
                 "upstream_ids": sorted(int(u) for u in tr.upstream_ids), "misses": tr.misses,
                 "geometry_shape": tr.geometry_shape,
+                "voted_label": None if tr.voted_label is None else list(tr.voted_label),
+                "label_history": tr.label_history,
                 "best_keyframe_ids": list(tr.best_keyframe_ids),
             })
             arrays[f"keys_{i}"] = tr.keys
@@ -498,6 +534,9 @@ class InstanceMap:
             tr.upstream_ids = set(int(u) for u in t["upstream_ids"])
             tr.misses = int(t["misses"])
             tr.geometry_shape = bool(t.get("geometry_shape", False))
+            if t.get("voted_label") is not None:
+                tr.voted_label = (str(t["voted_label"][0]), float(t["voted_label"][1]))
+            tr.label_history = list(t.get("label_history", []))
             tr.best_keyframe_ids = tuple(int(k) for k in t["best_keyframe_ids"])
             m._tracks[i] = tr
         return m

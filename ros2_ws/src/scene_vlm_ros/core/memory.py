@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 import time
 from collections import Counter, deque
@@ -20,12 +21,13 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .detector import DetectorUnavailableError, YoloFastestDetector, lift_detection
+from .detector import DarknetDetector, DetectorUnavailableError, lift_detection_colored
 from .frame_checks import REASON_POSE_JUMP, check_frame_content, check_frame_sequence
 from .fusion import FusionError, FusionParams, TSDFVolume
 from .geometry import transform_points
 from .instances import InstanceMap, InstanceParams, Observation
 from .keyframes import KeyframeParams, KeyframeSelector
+from .labeling import LabelEvidence, LabelingParams, depth_band_for, label_segments
 from .segmentation import SegmentationParams, segment_objects
 from .types import CameraIntrinsics, Keyframe, RGBDFrame, SceneSnapshot
 
@@ -71,13 +73,24 @@ class MemoryConfig:
     Instances:
         use_mask: lift upstream instance masks (RGBDFrame.instance_mask) when present (precedes
             the detector on those frames).
-        use_detector: run the Yolo-Fastest detector on keyframes without a mask.
+        use_detector: run the Darknet detector (YOLOv4-tiny or Yolo-Fastest) on keyframes without a mask.
         use_geometry: segment the fused map geometrically on refresh.
         mask_every_n_frames: lift masks every n-th accepted frame (and on every keyframe).
         mask_stride_px: pixel stride when lifting masks / detections.
         mask_erode_px: erode each mask region by this many pixels (drops mixed depth at borders).
-        detector_model_dir / detector_score_threshold / detector_input_size / detector_labels:
-            Yolo-Fastest files folder, minimum confidence, network input (px), allowed labels.
+        detector_model_dir / detector_preset / detector_score_threshold / detector_input_size /
+            detector_labels: folder with the Darknet files (``detector.find_best_detector`` finds
+            one), preset (None: recognised from the files), minimum confidence, network input (px,
+            None: the preset's), allowed labels.
+        detector_async: run the detector on its own thread (keyframes queued), so the mapping
+            thread never waits for it; ``refresh`` waits (at most ``detector_drain_timeout_s``)
+            for queued keyframes so a finished map has every keyframe's detections.
+        detector_queue_size / detector_drop_when_busy: keyframes waiting for the detector; when
+            full, the newest keyframe is dropped (counted; for live robots) or integration waits
+            (default: offline mapping stays complete and deterministic).
+        max_label_evidence: most lifted detections kept for label voting (oldest go first).
+        With geometry on, detections name geometric segments (:mod:`labeling`); without it,
+        each detection is an observation of its own instance.
         inst_*: see :class:`~scene_vlm_ros.core.instances.InstanceParams`.
         seg_*: see :class:`~scene_vlm_ros.core.segmentation.SegmentationParams`.
     Snapshot:
@@ -112,9 +125,15 @@ class MemoryConfig:
     mask_stride_px: int = 4
     mask_erode_px: int = 2
     detector_model_dir: Optional[str] = None
-    detector_score_threshold: float = 0.35
-    detector_input_size: int = 320
+    detector_preset: Optional[str] = None
+    detector_score_threshold: float = 0.3
+    detector_input_size: Optional[int] = None
     detector_labels: Optional[tuple[str, ...]] = None
+    detector_async: bool = True
+    detector_queue_size: int = 4
+    detector_drop_when_busy: bool = False
+    detector_drain_timeout_s: float = 30.0
+    max_label_evidence: int = 3000
     inst_voxel_m: float = 0.03
     inst_max_voxels: int = 20000
     inst_min_points: int = 20
@@ -140,7 +159,8 @@ class MemoryConfig:
         if not 0 <= self.depth_min_m < self.depth_max_m:
             raise MemoryConfigError(f"need 0 <= depth_min_m < depth_max_m, got {self.depth_min_m}, {self.depth_max_m}")
         for name in ("block_resolution", "block_budget", "max_keyframes", "mask_every_n_frames", "mask_stride_px",
-                     "refresh_every_n_frames", "inst_max_voxels", "relocalize_after_n_jumps"):
+                     "refresh_every_n_frames", "inst_max_voxels", "relocalize_after_n_jumps", "detector_queue_size",
+                     "max_label_evidence"):
             if int(getattr(self, name)) < 1:
                 raise MemoryConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if self.clear_radius_m < 0:
@@ -148,7 +168,9 @@ class MemoryConfig:
         if not self.device.startswith(("CPU", "CUDA")):
             raise MemoryConfigError(f"device must be 'CPU:0' or 'CUDA:<n>', got {self.device!r}")
         if self.use_detector and not self.detector_model_dir:
-            raise MemoryConfigError("use_detector=True needs detector_model_dir (folder with yolo-fastest-1.1.*)")
+            raise MemoryConfigError(
+                "use_detector=True needs detector_model_dir (a folder with yolov4-tiny.* or yolo-fastest-1.1.*; "
+                "core.detector.find_best_detector() finds one)")
         for name in ("keyframe_min_new_coverage", "inst_assoc_min_overlap", "inst_merge_overlap",
                      "detector_score_threshold", "min_valid_depth_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
@@ -222,20 +244,33 @@ class SceneMemory:
         self._volume = TSDFVolume(self.config.fusion_params())
         self._keyframes = KeyframeSelector(self.config.keyframe_params())
         self._instances = InstanceMap(self.config.instance_params())
-        self._detector: Optional[YoloFastestDetector] = None
+        self._detector: Optional[DarknetDetector] = None
         self._detector_error: Optional[str] = None
+        self._evidence: deque[LabelEvidence] = deque(maxlen=self.config.max_label_evidence)
+        self._evidence_lock = threading.Lock()
+        self._det_queue: Optional[queue.Queue] = None
+        self._det_thread: Optional[threading.Thread] = None
+        self._det_pending = 0
+        self._det_dropped = 0
+        self._det_cv = threading.Condition()
         if self.config.use_detector:
             try:
-                self._detector = YoloFastestDetector(
+                self._detector = DarknetDetector(
                     Path(str(self.config.detector_model_dir)),
+                    preset=self.config.detector_preset,
                     input_size=self.config.detector_input_size,
                     score_threshold=self.config.detector_score_threshold,
                     labels=self.config.detector_labels,
                 )
+                logger.info("detector: %s from %s", self._detector.name, self.config.detector_model_dir)
             except DetectorUnavailableError as exc:
                 # Mapping must go on without the detector; the status says why.
                 self._detector_error = str(exc)
-                logger.error("detector unavailable, mapping without it: %s", exc)
+                logger.error("detector unavailable, mapping with geometry only: %s", exc)
+        if self._detector is not None and self.config.detector_async:
+            self._det_queue = queue.Queue(maxsize=self.config.detector_queue_size)
+            self._det_thread = threading.Thread(target=self._detector_loop, name="scene-memory-detector", daemon=True)
+            self._det_thread.start()
         self._n_integrated = 0
         self._n_accepted_seen = 0
         self._rejected: Counter = Counter()
@@ -289,7 +324,7 @@ class SceneMemory:
                 self._keyframes.add(frame)
             timings["keyframes"] = (time.perf_counter() - t) * 1e3
             t = time.perf_counter()
-            self._update_instances(frame, is_kf, timings)
+            to_detect = self._update_instances(frame, is_kf, timings)
             timings["instances"] = (time.perf_counter() - t) * 1e3
             self._n_integrated += 1
             self._last_stamp = float(frame.stamp_s)
@@ -297,9 +332,15 @@ class SceneMemory:
             timings["total"] = (time.perf_counter() - t0) * 1e3
             for k, v in timings.items():
                 self._timings.setdefault(k, deque(maxlen=_TIMING_WINDOW)).append(v)
+        if to_detect is not None:
+            # Outside the lock: a full queue may make this wait, and the detector thread takes the lock.
+            self._enqueue_detection(to_detect)
         return IntegrationResult(True, None, timings, is_kf)
 
-    def _update_instances(self, frame: RGBDFrame, is_keyframe: bool, timings: dict[str, float]) -> None:
+    def _update_instances(self, frame: RGBDFrame, is_keyframe: bool, timings: dict[str, float]
+                          ) -> Optional[RGBDFrame]:
+        """Fuse this frame's mask observations; returns the frame when the detector thread should
+        see it (a keyframe with the detector on its own thread), else None."""
         cfg = self.config
         observations: list[Observation] = []
         if cfg.use_mask and frame.instance_mask is not None:
@@ -307,11 +348,13 @@ class SceneMemory:
                 observations = self._mask_observations(frame)
             self._sources_used["mask"] += 1
         elif self._detector is not None:
+            self._sources_used["detector"] += 1
+            if is_keyframe and self._det_queue is not None:
+                return frame
             if is_keyframe:
                 t = time.perf_counter()
                 observations = self._detector_observations(frame)
                 timings["detector"] = (time.perf_counter() - t) * 1e3
-            self._sources_used["detector"] += 1
         else:
             self._sources_used["none"] += 1
             if not self._warned_geometry_only:
@@ -320,11 +363,80 @@ class SceneMemory:
                     "no instance mask on the frames and no detector: instances come from geometry only%s",
                     f" (detector: {self._detector_error})" if self._detector_error else "",
                 )
+        self._observe(observations, frame.stamp_s, is_keyframe)
+        return None
+
+    def _observe(self, observations: list[Observation], stamp_s: float, is_keyframe: bool) -> None:
         for obs in observations:
             self._instances.observe(obs)
         if observations and is_keyframe:
             # Duplicates only arise from new views, and keyframes are where views change.
-            self._instances.merge_overlapping(frame.stamp_s)
+            self._instances.merge_overlapping(stamp_s)
+
+    # --- detector (keyframes only; on its own thread when detector_async) -------------------
+    def _enqueue_detection(self, frame: RGBDFrame) -> None:
+        assert self._det_queue is not None  # noqa: S101 (internal invariant)
+        with self._det_cv:
+            self._det_pending += 1
+        try:
+            if self.config.detector_drop_when_busy:
+                self._det_queue.put_nowait(frame)
+            else:
+                self._det_queue.put(frame)
+        except queue.Full:
+            with self._det_cv:
+                self._det_pending -= 1
+                self._det_dropped += 1
+                self._det_cv.notify_all()
+            logger.debug("detector busy: keyframe %.3f not detected", frame.stamp_s)
+
+    def _detector_loop(self) -> None:
+        assert self._det_queue is not None  # noqa: S101 (internal invariant)
+        while True:
+            frame = self._det_queue.get()
+            if frame is None:
+                return
+            try:
+                t = time.perf_counter()
+                observations = self._detector_observations(frame)
+                elapsed_ms = (time.perf_counter() - t) * 1e3
+                with self._lock:
+                    self._timings.setdefault("detector", deque(maxlen=_TIMING_WINDOW)).append(elapsed_ms)
+                    self._observe(observations, frame.stamp_s, True)
+            except Exception:  # noqa: BLE001 (a detector failure must not stop mapping; logged in full)
+                logger.exception("detector failed on keyframe at stamp %.3f", frame.stamp_s)
+            finally:
+                with self._det_cv:
+                    self._det_pending -= 1
+                    self._det_cv.notify_all()
+
+    def wait_for_detector(self, timeout_s: Optional[float] = None) -> bool:
+        """Wait until every queued keyframe went through the detector; False on timeout."""
+        deadline = time.monotonic() + (self.config.detector_drain_timeout_s if timeout_s is None else timeout_s)
+        with self._det_cv:
+            while self._det_pending > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._det_cv.wait(left)
+        return True
+
+    def close(self) -> None:
+        """Stop the detector thread (queued keyframes are still detected first). Idempotent."""
+        if self._det_thread is not None and self._det_queue is not None:
+            self._det_queue.put(None)
+            self._det_thread.join()
+            self._det_thread = None
+
+    @property
+    def detector_name(self) -> Optional[str]:
+        """Preset name of the running detector ("yolov4-tiny", "yolo-fastest"), None without one."""
+        return None if self._detector is None else self._detector.name
+
+    @property
+    def detector_error(self) -> Optional[str]:
+        """Why the configured detector is not running (missing/corrupt files), else None."""
+        return self._detector_error
 
     def _mask_observations(self, frame: RGBDFrame) -> list[Observation]:
         cfg = self.config
@@ -364,15 +476,25 @@ class SceneMemory:
         return out
 
     def _detector_observations(self, frame: RGBDFrame) -> list[Observation]:
+        """Detect on one keyframe and lift each box with the depth inside it (a band that fits the
+        class's size). With geometry on, the lifted detections are kept as label evidence for the
+        segments (returns []); without it, each is an observation of its own instance."""
         assert self._detector is not None  # noqa: S101 (internal invariant, not input validation)
         out = []
+        evidence = []
         for det in self._detector.detect(np.asarray(frame.color_rgb)):
-            pts = lift_detection(det, frame.depth_m, frame.intrinsics, frame.T_world_camera,
-                                 stride=self.config.mask_stride_px)
+            pts, cols = lift_detection_colored(det, frame.depth_m, frame.intrinsics, frame.T_world_camera,
+                                               frame.color_rgb, stride=self.config.mask_stride_px,
+                                               depth_band_m=depth_band_for(det.label))
             if len(pts) == 0:
                 continue
-            cols = np.full((len(pts), 3), 128, np.uint8)
-            out.append(Observation(pts, cols, det.label, det.score, "detector", frame.stamp_s))
+            if self.config.use_geometry:
+                evidence.append(LabelEvidence(det.label, float(det.score), pts, cols, float(frame.stamp_s)))
+            else:
+                out.append(Observation(pts, cols, det.label, det.score, "detector", frame.stamp_s))
+        if evidence:
+            with self._evidence_lock:
+                self._evidence.extend(evidence)
         return out
 
     # --- snapshot ---------------------------------------------------------------------------
@@ -383,6 +505,9 @@ class SceneMemory:
         it so integration is blocked only for the extraction.
         """
         with self._refresh_lock:
+            if self._det_queue is not None and not self.wait_for_detector():
+                logger.warning("refresh: detector still busy after %.0f s; labelling with what it has",
+                               self.config.detector_drain_timeout_s)
             with self._lock:
                 pts, cols = self._volume.extract()
                 frame_no = self._n_integrated
@@ -392,9 +517,14 @@ class SceneMemory:
             order = np.lexsort(pts.T[::-1])
             pts, cols = pts[order], cols[order]
             segments = []
+            votes = None
             if self.config.use_geometry and len(pts):
                 for idx in segment_objects(pts, self.config.segmentation_params()):
                     segments.append((pts[idx], cols[idx]))
+                with self._evidence_lock:
+                    evidence = list(self._evidence)
+                if evidence:
+                    segments, votes = label_segments(segments, evidence, LabelingParams())
             # Read-only arrays are shared by every snapshot as they are (no per-snapshot copy).
             pts.flags.writeable = False
             cols.flags.writeable = False
@@ -402,7 +532,7 @@ class SceneMemory:
                 self._cloud = (pts, cols)
                 self._cloud_frame = frame_no
                 if self.config.use_geometry:
-                    self._instances.update_geometry(segments, stamp)
+                    self._instances.update_geometry(segments, stamp, votes)
                 for iid, ipts in self._instances.track_points().items():
                     best = self._keyframes.best_keyframes_for(ipts, self.config.best_keyframes_per_instance)
                     self._instances.set_best_keyframes(iid, best)
@@ -473,7 +603,10 @@ class SceneMemory:
                 "instances": len(self._instances),
                 "keyframes": len(self._keyframes.keyframes),
                 "instance_source": self.instance_source_status(),
+                "detector": self.detector_name,
                 "detector_error": self._detector_error,
+                "detector_keyframes_dropped": self._det_dropped,
+                "label_evidence": len(self._evidence),
                 "events": len(self._instances.events),
             }
 
@@ -500,6 +633,17 @@ class SceneMemory:
             (out / "instances.json").write_text(json.dumps(meta))
             np.savez_compressed(out / "instances.npz", **arrays)
             np.savez_compressed(out / "cloud.npz", points=self._cloud[0], colors=self._cloud[1])
+            with self._evidence_lock:
+                ev = list(self._evidence)
+            np.savez_compressed(
+                out / "evidence.npz",
+                labels=np.array([e.label for e in ev], dtype=str),
+                scores=np.array([e.score for e in ev], np.float64),
+                stamps=np.array([e.stamp_s for e in ev], np.float64),
+                counts=np.array([len(e.points) for e in ev], np.int64),
+                points=np.concatenate([e.points for e in ev]) if ev else np.zeros((0, 3), np.float32),
+                colors=np.concatenate([e.colors for e in ev]) if ev else np.zeros((0, 3), np.uint8),
+            )
             manifest = {
                 "format": "scene_vlm_ros.scene_memory",
                 "format_version": FORMAT_VERSION,
@@ -554,4 +698,11 @@ class SceneMemory:
         mem._last_stamp = manifest["last_stamp_s"]
         mem._last_pose = None if manifest["last_pose"] is None else np.array(manifest["last_pose"])
         mem._cloud_frame = int(manifest["cloud_frame"])
+        if (src / "evidence.npz").is_file():  # absent in saves from before label voting
+            with np.load(src / "evidence.npz") as z:
+                bounds = np.concatenate([[0], np.cumsum(z["counts"])])
+                for i, label in enumerate(z["labels"]):
+                    a, b = int(bounds[i]), int(bounds[i + 1])
+                    mem._evidence.append(LabelEvidence(str(label), float(z["scores"][i]), z["points"][a:b],
+                                                       z["colors"][a:b], float(z["stamps"][i])))
         return mem

@@ -31,9 +31,15 @@ Geometry of the relations (world frame, metres, z up; all boxes gravity-aligned)
 - ``next_to`` the robot ("the chair next to me"): horizontal centre distance <= :data:`NEXT_TO_ROBOT_M`.
 - ``closest_to`` / ``farthest_from``: 3D centre-to-centre distance to the anchor (or to the viewer
   for "me", "the camera", "the robot").
-- sizes: "largest"/"biggest"/"smallest" compare box volume, "tallest"/"shortest" box height; "big"
-  ("large") means a volume at least :data:`RELATIVE_SIZE_RATIO` x the median volume of the *other*
-  objects with the same label, "small" at most that median divided by the ratio.
+- sizes: "largest"/"biggest"/"smallest" compare box volume, "tallest"/"shortest" box height,
+  "longest"/"widest" the footprint's long side; "big" ("large") means a volume at least
+  :data:`RELATIVE_SIZE_RATIO` x the median volume of the *other* objects with the same label,
+  "small" at most that median divided by the ratio; "tall"/"short" compare heights and
+  "long"/"wide"/"narrow" footprint lengths the same way (:data:`RELATIVE_SIZES`). A relative word
+  never empties the candidates: an object alone in its class keeps it, and when none stands out by
+  the ratio the most extreme one is taken.
+- unknown words before the noun narrow nothing ("the wooden chair" is a chair when no object is
+  labelled "wooden chair").
 """
 
 from __future__ import annotations
@@ -90,6 +96,21 @@ LABEL_SYNONYMS: dict[str, str] = {
     "cupboard": "cabinet",
     "sofachair": "chair",
     "mug": "cup",
+    "monitor": "tv",
+    "computer monitor": "tv",
+    "tv screen": "tv",
+    "dinner table": "table",
+    "kitchen table": "table",
+    "plant pot": "plant",
+    "rubbish bin": "trash can",
+    # COCO class names (Darknet spelling included) -> the words people use.
+    "cell phone": "phone",
+    "cellphone": "phone",
+    "mobile phone": "phone",
+    "motorbike": "motorcycle",
+    "aeroplane": "airplane",
+    "sports ball": "ball",
+    "hair drier": "hair dryer",
 }
 
 #: Colour words that are also object labels (COCO "orange"): a lone one names the object.
@@ -98,7 +119,7 @@ COLOR_LABELS = frozenset({"orange", "oranges"})
 #: Words that mean "any object" in a description ("the object next to the bed").
 ANY_OBJECT_WORDS = frozenset({"object", "objects", "thing", "things", "item", "items", "one", "ones"})
 
-#: Size words -> the size constraint they express.
+#: Size and shape words -> the size constraint they express.
 SIZE_WORDS: dict[str, str] = {
     "largest": "largest",
     "biggest": "largest",
@@ -107,13 +128,34 @@ SIZE_WORDS: dict[str, str] = {
     "highest": "tallest",
     "shortest": "shortest",
     "lowest": "shortest",
+    "longest": "longest",
+    "widest": "longest",
     "big": "big",
     "large": "big",
+    "huge": "big",
     "small": "small",
     "little": "small",
     "tiny": "small",
+    "tall": "tall",
+    "high": "tall",
+    "short": "short",
+    "low": "short",
+    "long": "long",
+    "wide": "long",
+    "narrow": "narrow",
 }
-SIZE_SUPERLATIVES = frozenset({"largest", "smallest", "tallest", "shortest"})
+SIZE_SUPERLATIVES = frozenset({"largest", "smallest", "tallest", "shortest", "longest"})
+
+#: Relative size words -> (quantity compared, the direction that satisfies the word).
+#: Quantities: box volume (m^3), box height (m), the footprint's long side (m).
+RELATIVE_SIZES: dict[str, tuple[str, int]] = {
+    "big": ("volume", +1),
+    "small": ("volume", -1),
+    "tall": ("height", +1),
+    "short": ("height", -1),
+    "long": ("length", +1),
+    "narrow": ("length", -1),
+}
 
 #: Proximity superlatives placed before the noun ("the closest chair to the table").
 PROXIMITY_WORDS: dict[str, str] = {
@@ -207,6 +249,15 @@ class Candidate:
     def height(self) -> float:
         return float(self.box.size[2])
 
+    @property
+    def length(self) -> float:
+        """The footprint's long side (m)."""
+        return float(max(self.box.size[0], self.box.size[1]))
+
+    def quantity(self, name: str) -> float:
+        """"volume" (m^3), "height" or "length" (m)."""
+        return {"volume": self.volume, "height": self.height, "length": self.length}[name]
+
 
 Anchor = Union["Expression", str]
 
@@ -218,7 +269,8 @@ class Expression:
     ``label`` is canonical (None = any object); ``size`` one of :data:`SIZE_WORDS`' values;
     ``relation`` one of next_to/on/under/between/left_of/right_of/closest_to/farthest_from with
     ``anchors`` (Expressions, or :data:`ROBOT`); ``viewpoint`` is the viewer for left/right;
-    ``plural``/``quantifier`` say whether the phrase asks for all matches ("chairs", "any ...").
+    ``plural``/``quantifier`` say whether the phrase asks for all matches ("chairs", "any ...");
+    ``extra_sizes`` holds further relative size words ("the big tall cabinet": size "big", extra "tall").
     """
 
     text: str
@@ -230,6 +282,7 @@ class Expression:
     viewpoint: Anchor | None = None
     plural: bool = False
     quantifier: str | None = None
+    extra_sizes: tuple[str, ...] = ()
 
     @property
     def is_superlative(self) -> bool:
@@ -454,17 +507,39 @@ def lateral_offset_m(target_xyz: np.ndarray, anchor_xyz: np.ndarray, viewer_xyz:
     return float((t - a) @ left)
 
 
-def relative_size(cand: Candidate, candidates: Sequence[Candidate]) -> str | None:
-    """ "big" / "small" / None for a candidate against the others with the same label."""
-    others = [c.volume for c in candidates if c.cid != cand.cid and c.label == cand.label]
+def relative_size(cand: Candidate, candidates: Sequence[Candidate], quantity: str = "volume") -> str | None:
+    """The relative size word that fits a candidate against the others with the same label:
+    "big"/"small" for ``quantity="volume"``, "tall"/"short" for "height", "long"/"narrow" for
+    "length"; None when it is not :data:`RELATIVE_SIZE_RATIO` apart from their median (or alone)."""
+    others = [c.quantity(quantity) for c in candidates if c.cid != cand.cid and c.label == cand.label]
     if not others:
         return None
     med = float(np.median(others))
-    if cand.volume >= RELATIVE_SIZE_RATIO * med:
-        return "big"
-    if cand.volume * RELATIVE_SIZE_RATIO <= med:
-        return "small"
+    more = next(w for w, (q, d) in RELATIVE_SIZES.items() if q == quantity and d > 0)
+    less = next(w for w, (q, d) in RELATIVE_SIZES.items() if q == quantity and d < 0)
+    value = cand.quantity(quantity)
+    if value >= RELATIVE_SIZE_RATIO * med:
+        return more
+    if value * RELATIVE_SIZE_RATIO <= med:
+        return less
     return None
+
+
+def _relative_filter(pool: list[Candidate], word: str, all_cands: Sequence[Candidate]) -> list[Candidate]:
+    """Candidates of ``pool`` that a relative size word fits. The word narrows only what it can:
+    alone in its class, a candidate keeps it; when no candidate stands out by the ratio, the most
+    extreme one is kept ("the tall lamp" of two lamps is the taller), so the word never empties
+    the pool."""
+    quantity, direction = RELATIVE_SIZES[word]
+    fits = []
+    for c in pool:
+        rel = relative_size(c, all_cands, quantity)
+        alone = not any(o.cid != c.cid and o.label == c.label for o in all_cands)
+        if rel == word or alone:
+            fits.append(c)
+    if fits or not pool:
+        return fits
+    return [max(pool, key=lambda c: direction * c.quantity(quantity))]
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -532,10 +607,12 @@ def _parse_words(words: list[str], original: str) -> Expression:
     viewpoint: Anchor | None = None  # only left/right take a viewpoint, parsed from their tail below
 
     size = color = proximity = None
+    sizes: list[str] = []
     noun: list[str] = []
     for w in head:
-        if w in SIZE_WORDS and not noun and size is None:
-            size = SIZE_WORDS[w]
+        if w in SIZE_WORDS and not noun:
+            sizes.append(SIZE_WORDS[w])
+            size = size or SIZE_WORDS[w]
         elif w in PROXIMITY_WORDS and not noun:
             proximity = PROXIMITY_WORDS[w]
         elif canonical_color(w) and not noun and color is None:
@@ -582,7 +659,7 @@ def _parse_words(words: list[str], original: str) -> Expression:
         raise ReferringError(f"could not understand {original!r}: no object named")
     return Expression(
         text=original, label=label, color=color, size=size, relation=relation, anchors=anchors,
-        viewpoint=viewpoint, plural=plural, quantifier=quant,
+        viewpoint=viewpoint, plural=plural, quantifier=quant, extra_sizes=tuple(sizes[1:]),
     )  # fmt: skip
 
 
@@ -668,12 +745,25 @@ def _relation_holds(expr: Expression, cand: Candidate, ctx: _Context) -> tuple[b
     return best is not None, 0.0 if best is None else best
 
 
+def _label_pool(label: str | None, candidates: Sequence[Candidate]) -> list[Candidate]:
+    """Candidates with the wanted label. Words before the noun that are no label of any candidate
+    narrow nothing: "the wooden chair" falls back to "chair" when no candidate is a "wooden chair"."""
+    pool = [c for c in candidates if label_matches(label, c.label)]
+    words = [] if label is None else label.split()
+    while not pool and len(words) > 1:
+        words = words[1:]
+        head = canonical_label(" ".join(words))
+        pool = [c for c in candidates if label_matches(head, c.label)]
+    return pool
+
+
 def _evaluate(expr: Expression, ctx: _Context) -> list[Match]:
-    pool = [c for c in ctx.candidates if label_matches(expr.label, c.label)]
+    pool = _label_pool(expr.label, ctx.candidates)
     if expr.color is not None:
         pool = [c for c in pool if c.color == expr.color]
-    if expr.size in ("big", "small"):
-        pool = [c for c in pool if relative_size(c, ctx.candidates) == expr.size]
+    for word in (expr.size, *expr.extra_sizes):
+        if word in RELATIVE_SIZES:
+            pool = _relative_filter(pool, word, ctx.candidates)
     scored: list[tuple[Candidate, float]] = []
     for c in pool:
         ok, dist = _relation_holds(expr, c, ctx)
@@ -685,6 +775,7 @@ def _evaluate(expr: Expression, ctx: _Context) -> list[Match]:
         key = {
             "largest": lambda cd: -cd[0].volume, "smallest": lambda cd: cd[0].volume,
             "tallest": lambda cd: -cd[0].height, "shortest": lambda cd: cd[0].height,
+            "longest": lambda cd: -cd[0].length,
         }[expr.size]  # fmt: skip
         return [Match(min(scored, key=key)[0].cid, 1.0)]
     if expr.relation == "closest_to":

@@ -34,6 +34,10 @@ class SegmentationParams:
     support_min_extent_m: in-plane span from which a floor/ceiling/wall plane counts as support.
     floor_band_m: horizontal planes this close to the bottom/top of the cloud are floor/ceiling.
     surface_min_extent_m: a cluster this wide is checked for a table-like top to split at.
+    surface_open_m / surface_cell_m: morphological opening of the top's occupancy grid (cells of
+        ``surface_cell_m``); thinner things at the top's height (chair backs) are not part of it.
+    surface_free_below_m: a top cell with surface points this far below the top (min, max depth
+        under it, m) is a vertical surface (a chair back, a cupboard front), not part of a slab.
     leg_max_width_m / slab_thickness_m: thin pieces under a top (legs) and the band below the top
         (edges, underside) that belong to the top's object.
     claim_below_surface: everything under the top's footprint belongs to it (else only thin legs).
@@ -48,8 +52,11 @@ class SegmentationParams:
     support_min_extent_m: float = 1.8
     floor_band_m: float = 0.25
     surface_min_extent_m: float = 0.8
+    surface_open_m: float = 0.18
+    surface_cell_m: float = 0.05
+    surface_free_below_m: tuple[float, float] = (0.06, 0.2)
     leg_max_width_m: float = 0.15
-    slab_thickness_m: float = 0.25
+    slab_thickness_m: float = 0.12
     claim_below_surface: bool = True
     cluster_voxel_m: float = 0.06
     min_cluster_points: int = 40
@@ -147,27 +154,79 @@ def cluster_points(points: np.ndarray, voxel_m: float) -> np.ndarray:
     return labels[ijk[:, 0], ijk[:, 1], ijk[:, 2]].astype(np.int64) - 1
 
 
-def _robust_footprint(xy: np.ndarray, trim: float = 3.0) -> np.ndarray:
-    """(4, 2) rectangle of ``xy`` points along their min-area-rectangle axes, trimmed to the
-    ``trim``-``100 - trim`` percentiles: a few coplanar points of a neighbour (a chair back at
-    table height) must not widen a table's footprint over that neighbour."""
-    (_, _), (_, _), angle = cv2.minAreaRect(xy.astype(np.float32))
-    a = np.radians(angle)
-    axes = np.array([[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]])
-    local = xy @ axes.T
-    lo, hi = np.percentile(local, trim, axis=0), np.percentile(local, 100 - trim, axis=0)
-    corners = np.array([[lo[0], lo[1]], [hi[0], lo[1]], [hi[0], hi[1]], [lo[0], hi[1]]])
-    return (corners @ axes).astype(np.float32)
+class _SurfaceMask:
+    """A horizontal surface as an xy occupancy grid (cells of ``cell_m``), for fast membership tests."""
+
+    def __init__(self, xy: np.ndarray, cell_m: float, origin: np.ndarray, shape: tuple[int, int],
+                 cells: np.ndarray) -> None:
+        self.cell_m, self.origin, self.cells = cell_m, origin, cells
+        self.shape = shape
+
+    def contains(self, xy: np.ndarray, margin_cells: int = 0) -> np.ndarray:
+        """Boolean (N,): which ``xy`` (N, 2) points fall in the surface (grown by ``margin_cells``)."""
+        grid = self.cells
+        if margin_cells > 0:
+            grid = ndimage.binary_dilation(grid, np.ones((3, 3), bool), iterations=margin_cells)
+        ij = np.floor((np.asarray(xy) - self.origin) / self.cell_m).astype(np.int64)
+        ok = (ij[:, 0] >= 0) & (ij[:, 1] >= 0) & (ij[:, 0] < self.shape[0]) & (ij[:, 1] < self.shape[1])
+        out = np.zeros(len(ij), dtype=bool)
+        out[ok] = grid[ij[ok, 0], ij[ok, 1]]
+        return out
+
+    def extent_m(self) -> tuple[float, float]:
+        """(long, short) side (m) of the min-area rectangle around the surface's cells."""
+        ii, jj = np.nonzero(self.cells)
+        centres = (np.stack([ii, jj], axis=1) + 0.5) * self.cell_m + self.origin
+        (_, _), (w, h), _ = cv2.minAreaRect(centres.astype(np.float32))
+        return float(max(w, h) + self.cell_m), float(min(w, h) + self.cell_m)
+
+
+def surface_mask(xy: np.ndarray, cell_m: float, open_m: float, under_xy: np.ndarray | None = None
+                 ) -> _SurfaceMask | None:
+    """The main slab of horizontal-surface points ``xy`` (N, 2): their occupancy grid without the
+    cells that also hold ``under_xy`` (M, 2) points (surface just below the top), morphologically
+    opened with a ``open_m`` square, largest connected piece, holes filled.
+
+    Height structure and the opening separate a table top from the chairs against it: a table
+    top seen from above is a thin slab with free space under its cells, whereas a chair back whose
+    top edge reaches table height is a vertical surface (points under its cells) and, from above,
+    one or two cells thick, so the opening removes what is left of it. The slab, many cells wide in
+    both directions, survives with its outline. Returns None when nothing survives.
+    """
+    if len(xy) == 0:
+        return None
+    origin = xy.min(axis=0) - 2 * cell_m
+    ij = np.floor((xy - origin) / cell_m).astype(np.int64)
+    shape = (int(ij[:, 0].max()) + 3, int(ij[:, 1].max()) + 3)
+    grid = np.zeros(shape, dtype=bool)
+    grid[ij[:, 0], ij[:, 1]] = True
+    if under_xy is not None and len(under_xy):
+        uij = np.floor((np.asarray(under_xy) - origin) / cell_m).astype(np.int64)
+        ok = (uij >= 0).all(axis=1) & (uij[:, 0] < shape[0]) & (uij[:, 1] < shape[1])
+        grid[uij[ok, 0], uij[ok, 1]] = False
+    # Close first: a fused surface has pinholes (no depth on glossy spots) that opening would widen.
+    grid = ndimage.binary_closing(grid, np.ones((3, 3), bool))
+    k = int(round(open_m / cell_m))
+    opened = ndimage.binary_opening(grid, np.ones((k, k), bool)) if k > 1 else grid
+    lab, n = ndimage.label(opened)
+    if n == 0:
+        return None
+    main = lab == (int(np.argmax(np.bincount(lab.ravel())[1:])) + 1)
+    # Things standing on the surface (a box, a laptop) hide it from above: their cells are holes.
+    main = ndimage.binary_fill_holes(main)
+    return _SurfaceMask(xy, cell_m, origin, shape, main)
 
 
 def _split_at_surface(points: np.ndarray, params: SegmentationParams, seed: int = 0) -> list[np.ndarray]:
     """Split one cluster that holds a large horizontal surface (a table top) from what touches it.
 
-    The surface's main connected piece is taken out and the rest re-clustered. Pieces that belong
-    to the surface's object go back to it: mostly under its footprint, reaching up to it, and thin
-    (legs, aprons: thin in x or y; the slab's underside: thin in z). Everything else (chairs pushed
-    against the table, things standing on it) becomes its own piece. Returns index arrays into
-    ``points``, the surface's object first; a cluster without such a surface comes back whole.
+    The surface is the RANSAC plane's inliers reduced to their main slab (:func:`surface_mask`:
+    thin things at the same height, such as chair backs, drop out). The slab and the band just
+    below it form the surface's object; the rest is re-clustered, and pieces that belong to the
+    object go back to it: mostly under its footprint, reaching up to it, and thin (legs, aprons).
+    Everything else (chairs pushed against or under the table, things standing on it) becomes its
+    own piece. Returns index arrays into ``points``, the surface's object first; a cluster without
+    such a surface comes back whole.
     """
     whole = [np.arange(len(points))]
     if len(points) < params.min_cluster_points:
@@ -176,25 +235,29 @@ def _split_at_surface(points: np.ndarray, params: SegmentationParams, seed: int 
     # the same bag map to a different table run to run).
     rng = np.random.default_rng(seed)
     sample = points if len(points) <= params.ransac_max_points else points[
-        rng.choice(len(points), params.ransac_max_points, replace=False)]
+        np.sort(rng.choice(len(points), params.ransac_max_points, replace=False))]
     normal, offset = fit_plane_ransac(sample, params.plane_distance_m, params.ransac_iterations, rng)
     inl = np.nonzero(np.abs(points @ normal + offset) < params.plane_distance_m)[0]
     if abs(normal[2]) < 0.95 or len(inl) < params.min_cluster_points:
         return whole
-    # Keep the main connected piece of the plane: coplanar bits elsewhere are not the same object.
-    lab = cluster_points(points[inl], params.cluster_voxel_m)
-    if not np.any(lab >= 0):
-        return whole
-    top_idx = inl[lab == np.bincount(lab[lab >= 0]).argmax()]
-    top = points[top_idx]
-    if np.ptp(top[:, :2], axis=0).max() < params.surface_min_extent_m:
-        return whole
-    z_top = float(np.median(top[:, 2]))
-    footprint = _robust_footprint(top[:, :2])
     cv = params.cluster_voxel_m
+    # A horizontal top: the band around the inliers' median height (a RANSAC plane tilted by a
+    # degree or two would take in the chair backs at the table's ends).
+    z_top = float(np.median(points[inl, 2]))
+    inl = np.nonzero(np.abs(points[:, 2] - z_top) < params.plane_distance_m)[0]
+    under = (points[:, 2] < z_top - params.surface_free_below_m[0]) & (
+        points[:, 2] > z_top - params.surface_free_below_m[1])
+    top_mask = surface_mask(points[inl, :2], params.surface_cell_m, params.surface_open_m, points[under, :2])
+    if top_mask is None or top_mask.extent_m()[0] < params.surface_min_extent_m:
+        # A counter top has cupboard fronts under its edge and is seen as a narrow strip: no free
+        # space below, nothing left after opening, still a top (its main connected piece).
+        top_mask = surface_mask(points[inl, :2], params.surface_cell_m, 0.0)
+    if top_mask is None or top_mask.extent_m()[0] < params.surface_min_extent_m:
+        return whole
+    top_idx = inl[top_mask.contains(points[inl, :2])]
     # The slab: the top plus its edges and underside (TSDF surfaces are not one plane thick),
-    # i.e. everything within a voxel of the footprint in a thin band below the top.
-    near = np.array([cv2.pointPolygonTest(footprint, (float(x), float(y)), True) >= -cv for x, y in points[:, :2]])
+    # i.e. everything over the footprint in a thin band below the top.
+    near = top_mask.contains(points[:, :2])
     band = (points[:, 2] >= z_top - params.slab_thickness_m) & (points[:, 2] <= z_top + params.plane_distance_m)
     if params.claim_below_surface:
         band = points[:, 2] <= z_top + params.plane_distance_m
@@ -204,13 +267,11 @@ def _split_at_surface(points: np.ndarray, params: SegmentationParams, seed: int 
     owner = [np.nonzero(is_top)[0]]
     others: list[np.ndarray] = []
     if len(rest):
-        labels = cluster_points(points[rest], params.cluster_voxel_m)
+        labels = cluster_points(points[rest], cv)
         for lbl in np.unique(labels[labels >= 0]):
             piece = rest[labels == lbl]
             pp = points[piece]
-            inside = np.mean(
-                [cv2.pointPolygonTest(footprint, (float(x), float(y)), True) >= -cv for x, y in pp[:, :2]]
-            )
+            inside = float(np.mean(top_mask.contains(pp[:, :2], margin_cells=1)))
             ext = np.ptp(pp, axis=0)
             # Legs end where the slab band starts (the band already took their upper ends).
             reaches_top = z_top - params.slab_thickness_m - 2 * cv <= pp[:, 2].max() <= z_top + cv

@@ -37,6 +37,7 @@ from ..core.referring import (
     NEXT_TO_MAX_GAP_M,
     Candidate,
     candidates_from_objects,
+    canonical_label,
     footprint_gap_m,
     is_between,
     is_next_to,
@@ -276,7 +277,7 @@ def _multi(scene: _Scene, rng: np.random.Generator) -> list[dict]:
                 add(f"the {pluralize(label)} next to {aname}", "next_to")
             if any(is_on(c.box, a.box) for c in members):
                 add(f"the {pluralize(label)} on {aname}", "on")
-    missing = [w for w in VOCABULARY if w not in labels]
+    missing = [w for w in VOCABULARY if canonical_label(w) not in labels]  # "monitor" is a "tv"
     for w in [missing[i] for i in rng.permutation(len(missing))[:3]]:
         add(f"any {w}", "zero_category")
     return out
@@ -295,7 +296,7 @@ def _qa(scene: _Scene, rng: np.random.Generator) -> list[dict]:
                 ids = sorted(scene.ids(f"the {color} {pluralize(label)}"))
                 out.append(_rec("qa", f"How many {color} {pluralize(label)} are in the room?", str(len(ids)), ids,
                                 (), "count_color", float(len(ids))))  # fmt: skip
-    missing = [w for w in VOCABULARY if w not in labels]
+    missing = [w for w in VOCABULARY if canonical_label(w) not in labels]  # "monitor" is a "tv"
     if missing:
         w = missing[int(rng.integers(len(missing)))]
         out.append(_rec("qa", f"How many {pluralize(w)} are in the room?", "0", [], (), "count", 0.0))
