@@ -57,7 +57,6 @@ def graph():
 
 def _server(node: Any, engine: SlowEngine, worker_timeout_s: float = 60.0):
     from scene_vlm_interfaces.action import SceneQuery
-
     from scene_vlm_ros.ros.query_action import QueryActionServer, WorkerQueryJob
 
     worker = QueryWorker(engine, queue_size=2, default_timeout_s=worker_timeout_s)
@@ -81,6 +80,7 @@ def _wait(future: Any, timeout_s: float = 20.0) -> Any:
 def test_goal_succeeds_with_feedback(graph) -> None:
     from action_msgs.msg import GoalStatus
     from rclpy.action import ActionClient
+
     from scene_vlm_interfaces.action import SceneQuery
 
     server_node, client_node = graph
@@ -106,6 +106,7 @@ def test_goal_succeeds_with_feedback(graph) -> None:
 def test_cancelled_goal_returns_promptly(graph) -> None:
     from action_msgs.msg import GoalStatus
     from rclpy.action import ActionClient
+
     from scene_vlm_interfaces.action import SceneQuery
 
     server_node, client_node = graph
@@ -134,8 +135,8 @@ def test_cancelled_goal_returns_promptly(graph) -> None:
 def test_busy_worker_ends_goal_aborted_with_busy(graph) -> None:
     from action_msgs.msg import GoalStatus
     from rclpy.action import ActionClient
-    from scene_vlm_interfaces.action import SceneQuery
 
+    from scene_vlm_interfaces.action import SceneQuery
     from scene_vlm_ros.ros.query_action import QueryActionServer, WorkerQueryJob
 
     class FullWorker:

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Optional, Protocol
+from collections.abc import Callable
+from typing import Any, Optional, Protocol
 
 __all__ = ["QueryActionServer", "QueryJob", "WorkerQueryJob"]
 
@@ -97,6 +98,7 @@ class QueryActionServer:
                  action_name: str = ACTION_NAME) -> None:
         from rclpy.action import ActionServer, CancelResponse, GoalResponse
         from rclpy.callback_groups import ReentrantCallbackGroup
+
         from scene_vlm_interfaces.action import SceneQuery
 
         if feedback_period_s <= 0:
