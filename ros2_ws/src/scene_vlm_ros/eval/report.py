@@ -168,8 +168,9 @@ def histogram_image(values: Sequence[float], label: str, width: int = 560, heigh
         y0 = int(bottom - (bottom - top) * c / peak)
         cv2.rectangle(canvas, (x0, y0), (max(x0, x1), bottom - 1), (70, 130, 200), -1)
     for frac in (0.0, 0.5, 1.0):
-        x = int(left + frac * (right - left))
-        _text(canvas, f"{lo + frac * (hi - lo):.3g}", (x - 12, bottom + 16))
+        label = f"{lo + frac * (hi - lo):.3g}"
+        x = int(left + frac * (right - left)) - int(frac * 7 * len(label))  # the last label ends at the axis end
+        _text(canvas, label, (x, bottom + 16))
     _text(canvas, str(peak), (8, top + 8))
     _text(canvas, "0", (40, bottom))
     _text(canvas, label, (left + (right - left) // 2 - 40, bottom + 34))
@@ -192,7 +193,8 @@ def line_image(xs: Sequence[float], ys: Sequence[float], xlabel: str, ylabel: st
     pts = np.round(np.stack([px, py], axis=1)).astype(np.int32)
     cv2.polylines(canvas, [pts], False, (200, 90, 40), 2, cv2.LINE_AA)
     for frac in (0.0, 0.5, 1.0):
-        _text(canvas, f"{x0 + frac * (x1 - x0):.3g}", (int(left + frac * (right - left)) - 10, bottom + 16))
+        label = f"{x0 + frac * (x1 - x0):.3g}"
+        _text(canvas, label, (int(left + frac * (right - left)) - int(frac * 7 * len(label)), bottom + 16))
         _text(canvas, f"{frac * y1:.3g}", (6, int(bottom - frac * (bottom - top)) + 4))
     _text(canvas, xlabel, (left + (right - left) // 2 - 40, bottom + 34))
     _text(canvas, ylabel, (left + 6, top + 10))
@@ -303,8 +305,8 @@ def build_report(
                 for k, v in metrics.get("skipped", {}).items()]
         parts.append("<h3>Query records not asked</h3>" + _table(["reason", "count", "kind", "first example"], rej))
 
-    latencies = [float(r["latency_s"]) for r in rows]
-    images["latency"] = histogram_image(latencies, "latency per query (s)")
+    latencies_ms = [1e3 * float(r["latency_s"]) for r in rows]
+    images["latency"] = histogram_image(latencies_ms, "latency per query (ms)")
     parts.append(f"<h2>Latency</h2><img alt='latency histogram' src='{png_data_url(images['latency'])}'>")
     ts, rates = mapping_rate(timeline)
     parts.append("<h2>Mapping rate over the replay</h2>")
