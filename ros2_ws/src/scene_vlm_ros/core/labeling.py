@@ -17,7 +17,9 @@ the new geometric segments (world points (N, 3), metres, z up):
    the same object (same label, overlapping points), and the group becomes its own segment: for
    objects standing on a surface, its points above that surface; for furniture, the segment's
    points inside the group's region. The carved points leave the parent segment.
-4. **Voting.** Each segment's label is the label with the largest summed vote (confidence x overlap
+4. **Orphans.** Confident evidence that lands on no segment (an object seen in too few frames for
+   the fused map to keep its surface) becomes a segment of its own, from its lifted points.
+5. **Voting.** Each segment's label is the label with the largest summed vote (confidence x overlap
    share), over all views; a segment with votes below ``min_vote`` stays unlabelled ("").
 
 Everything here is a pure function of (segments, evidence), so a refresh re-derives labels from
@@ -65,7 +67,7 @@ CLASS_EXTENT_M: dict[str, tuple[float, float]] = {
     "bowl": (0.08, 0.4),
     "vase": (0.08, 0.5),
     "clock": (0.1, 0.5),
-    "cell phone": (0.05, 0.4),
+    "phone": (0.05, 0.4),
     "remote": (0.05, 0.4),
     "mouse": (0.05, 0.3),
     "teddy bear": (0.1, 0.6),
@@ -74,7 +76,7 @@ _DEFAULT_EXTENT_M = (0.05, 1.0)
 
 #: Classes that stand on a surface: a carve-out keeps only their points above it.
 SURFACE_OBJECTS = frozenset({
-    "cup", "bottle", "wine glass", "bowl", "vase", "book", "laptop", "keyboard", "cell phone", "remote", "mouse",
+    "cup", "bottle", "wine glass", "bowl", "vase", "book", "laptop", "keyboard", "phone", "remote", "mouse",
     "clock", "microwave", "tv", "teddy bear", "plant", "backpack", "scissors", "toaster",
 })
 
@@ -118,6 +120,8 @@ class LabelingParams:
     carve_min_points / carve_min_vote: least fused points and summed vote for a carve-out.
     carve_above_m: a surface object's carve-out keeps points this far above the surface under it.
     min_remainder_points: a parent left with fewer points after carve-outs is dropped.
+    orphan_min_vote: evidence that lands on no segment becomes an instance of its own (its lifted
+        points) when the summed confidence of its views reaches this.
     """
 
     voxel_m: float = 0.03
@@ -129,6 +133,7 @@ class LabelingParams:
     carve_min_vote: float = 0.4
     carve_above_m: float = 0.02
     min_remainder_points: int = 10
+    orphan_min_vote: float = 0.8
 
 
 @dataclass
@@ -243,6 +248,7 @@ def label_segments(
     index = _CellIndex(seg_keys)
     labels = [SegmentLabel() for _ in seg_pts]
     oversized: dict[int, list[tuple[int, LabelEvidence, np.ndarray]]] = {}
+    orphans: list[tuple[int, LabelEvidence, np.ndarray]] = []
     for ei, ev in enumerate(evidence):
         if len(ev.points) == 0:
             continue
@@ -253,6 +259,7 @@ def label_segments(
         logger.debug("evidence %d %s %.2f -> segment %d (overlap %.2f, extent %.2f m)", ei, ev.label, ev.score, best,
                      best_ov, ext)
         if best < 0 or best_ov < p.min_overlap:
+            orphans.append((ei, ev, ekeys))
             continue
         if ext > p.oversize_ratio * hi:
             oversized.setdefault(best, []).append((ei, ev, ekeys))
@@ -310,6 +317,17 @@ def label_segments(
                     taken |= carved
                     new_segments.append((pts, rgb))
                     new_labels.append(_group_label(items))
+    # Objects the fused map does not hold (seen in too few frames to pass the surface filter, or
+    # removed with a wall): confident detections stand for themselves.
+    for group in _group_evidence(orphans):
+        items = [orphans[g] for g in group]
+        if sum(float(ev.score) for _, ev, _ in items) < p.orphan_min_vote:
+            continue
+        pts = np.concatenate([ev.points for _, ev, _ in items]).astype(np.float64)
+        rgb = np.concatenate([ev.colors for _, ev, _ in items])
+        if _carve_ok(pts, items[0][1].label, p):
+            new_segments.append((pts, rgb))
+            new_labels.append(_group_label(items))
     out_segments: list[Segment] = []
     out_labels: list[SegmentLabel] = []
     for si, pts in enumerate(seg_pts):

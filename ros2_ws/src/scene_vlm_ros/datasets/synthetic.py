@@ -23,8 +23,9 @@ from typing import Optional
 import numpy as np
 from scipy import ndimage
 
-from ..core.colors import COLOR_PALETTE
+from ..core.colors import COLOR_PALETTE, COLOR_SYNONYMS, canonical_color
 from ..core.geometry import box_iou
+from ..core.referring import canonical_label as referring_canonical_label
 from ..core.types import GroundTruthObject, OrientedBox3D
 
 logger = logging.getLogger(__name__)
@@ -401,11 +402,16 @@ LABEL_ALIASES: dict[str, str] = {alias: spec.label for spec in CATEGORIES.values
 
 
 def canonical_label(word: str) -> Optional[str]:
-    """The category label ``word`` names (label or alias, case-insensitive), or None."""
+    """The category label ``word`` names (label or alias, case-insensitive), or None. Words the
+    query side knows as synonyms ("couch", "television", "bin", "potted plant") resolve through
+    :func:`core.referring.canonical_label`, so a layout accepts what a question would."""
     w = " ".join(word.strip().lower().replace("_", " ").split())
     if w in CATEGORIES:
         return w
-    return LABEL_ALIASES.get(w)
+    if w in LABEL_ALIASES:
+        return LABEL_ALIASES[w]
+    shared = referring_canonical_label(w)
+    return shared if shared in CATEGORIES else None
 
 
 def object_parts_world(obj: GroundTruthObject) -> list[MeshPart]:
@@ -559,10 +565,12 @@ def layout_from_json(d: dict) -> RoomLayout:
             raise LayoutError(f"object #{i} ({raw_label!r}): needs numeric 'center' and 'size' lists ({exc})") from exc
         if len(center) != 3 or len(obj_size) != 3:
             raise LayoutError(f"object #{i} ({raw_label!r}): 'center' and 'size' need three values each")
-        color = str(od.get("color", "gray"))
-        if color not in COLOR_PALETTE:
+        raw_color = str(od.get("color", "gray"))
+        color = canonical_color(raw_color)  # "grey" is "gray", "tan" is "beige" (colors.COLOR_SYNONYMS)
+        if color is None:
             raise LayoutError(
-                f"object #{i} ({raw_label!r}): unknown colour {color!r}; use one of {list(COLOR_PALETTE)}"
+                f"object #{i} ({raw_label!r}): unknown colour {raw_color!r}; use one of {list(COLOR_PALETTE)} "
+                f"(or a synonym: {sorted(COLOR_SYNONYMS)})"
             )
         objects.append(GroundTruthObject(int(od.get("object_id", i + 1)), label, color, center, obj_size,  # type: ignore[arg-type]
                                          float(od.get("yaw", 0.0))))

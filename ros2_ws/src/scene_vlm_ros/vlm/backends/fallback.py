@@ -15,6 +15,11 @@ Replies (exactly what the answer parser sees):
   plural nouns, "any", "all", "are there" -> MULTI_GROUNDING; anything else -> GROUNDING.
 - QA and CAPTION raise ModelUnavailableError: they need a vision-language model.
 
+The fallback knows objects only by their labels, so it says so when the map holds objects the
+detector could not name: a grounding miss reads ``"No matching object; 4 objects in the map are
+unlabelled."`` and a count ``"0 (none in the map; 4 unlabelled objects not counted)."``. The
+unlabelled ones still appear in the BEV with their IDs, for a VLM to name.
+
 The question may be the plain description or a Chat-Scene prompt with the description in double
 quotes (``Share the ID of the object that best fits the description "<desc>".``). The viewer for
 "me"/"the camera" is ``request.metadata["viewer_frame_id"]``'s keyframe pose when given, else the
@@ -51,6 +56,10 @@ def route_task(question: str) -> Task:
     return Task.GROUNDING if task == Task.QA else task
 
 
+def _objects(n: int, adjective: str = "") -> str:
+    return f"{n} {adjective}object" + ("" if n == 1 else "s")
+
+
 class FallbackBackend(VLMBackend):
     """Answers grounding, multi-grounding and metric questions without model weights."""
 
@@ -85,13 +94,20 @@ class FallbackBackend(VLMBackend):
             if kf is None:
                 raise ModelError(f"viewer_frame_id {frame} is not a keyframe of the snapshot")
             viewer_T = kf.T_world_camera
+        n_unlabelled = sum(1 for inst in snap.instances if not inst.label)
         if task == Task.SPATIAL:
             try:
-                reply = SpatialEngine(snap, T_world_viewer=viewer_T).answer(request.question).text
+                answer = SpatialEngine(snap, T_world_viewer=viewer_T).answer(request.question)
+                reply = answer.text
+                if answer.kind == "count" and n_unlabelled and reply.endswith(")."):
+                    reply = f"{reply[:-2]}; {_objects(n_unlabelled, 'unlabelled ')} not counted)."
             except SpatialQueryError as exc:
                 reply = f"Cannot answer: {str(exc).rstrip('.')}."
         else:
             reply = self._ground(request.question, snap, viewer_T, task == Task.MULTI_GROUNDING)
+            if reply == NO_MATCH_REPLY and n_unlabelled:
+                verb = "is" if n_unlabelled == 1 else "are"
+                reply = f"{NO_MATCH_REPLY[:-1]}; {_objects(n_unlabelled)} in the map {verb} unlabelled."
         if time.monotonic() - t0 > timeout_s or (cancel is not None and cancel.is_set()):
             raise GenerationTimeout(f"the fallback did not answer within {timeout_s:.1f} s (or was cancelled)")
         return reply
