@@ -147,9 +147,11 @@ def run(
     """Start the scene_vlm graph in this process (the stand-in for `ros2 launch`); Ctrl-C stops it."""
     import yaml
 
+    from .paths import use_fastdds_profile
     from .ros.bringup import Bringup
 
     _setup_logging(False)
+    use_fastdds_profile()
     overrides = {}
     for item in set_ or []:
         name, _, value = item.partition("=")
@@ -180,9 +182,11 @@ def replay(
     """Publish a bag onto live topics (the stand-in for `ros2 bag play`; raw CDR, recorded timing)."""
     import rclpy
 
+    from .paths import use_fastdds_profile
     from .ros.replay_node import BagReplayer
 
     _setup_logging(False)
+    use_fastdds_profile()
     rclpy.init()
     node = BagReplayer(bag, rate=rate)
     try:

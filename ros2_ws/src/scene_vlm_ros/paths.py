@@ -1,4 +1,5 @@
-"""Where the optional real data lives (``shared/`` beside a checkout, or $SCENE_VLM_SHARED)."""
+"""Where files live: the optional real data (``shared/`` beside a checkout, or $SCENE_VLM_SHARED) and
+the package's own config files (source tree or colcon install)."""
 
 from __future__ import annotations
 
@@ -16,3 +17,27 @@ def find_shared(*parts: str) -> Optional[Path]:
         if root and (Path(root).joinpath(*parts)).exists():
             return Path(root).joinpath(*parts)
     return None
+
+
+FASTDDS_PROFILE_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
+
+
+def config_file(name: str) -> Optional[Path]:
+    """``config/<name>`` of this package: the source checkout's, else the colcon install's share dir."""
+    here = Path(__file__).resolve()
+    candidates = [here.parents[3] / "config" / name]
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        if prefix:
+            candidates.append(Path(prefix) / "share" / "scene_vlm_ros" / "config" / name)
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def use_fastdds_profile() -> Optional[str]:
+    """Point Fast DDS at ``config/fastdds_shm.xml`` (large shared-memory segments for camera-rate
+    images) unless the user already chose a profile file; call before rclpy creates a participant.
+    Returns the profile in force."""
+    if not os.environ.get(FASTDDS_PROFILE_ENV):
+        profile = config_file("fastdds_shm.xml")
+        if profile is not None:
+            os.environ[FASTDDS_PROFILE_ENV] = str(profile)
+    return os.environ.get(FASTDDS_PROFILE_ENV)

@@ -233,6 +233,7 @@ def read_bag(
     T_base_camera_optical: np.ndarray | None = None,  # noqa: N803
     use_mask: bool = True,
     config: PipelineConfig | None = None,
+    stats_out: dict | None = None,
 ) -> Iterator[BagFrame]:
     """Posed, synchronised frames of a bag, through the node's own :class:`FramePipeline`.
 
@@ -241,7 +242,8 @@ def read_bag(
     on depth within ``sync_tolerance_s`` (default: the pipeline's ``slop_s``); odometry (or
     ``odom -> base_link`` on ``/tf``) is interpolated at the depth stamp; the extrinsic
     ``base_link -> image frame_id`` comes from ``/tf_static`` unless ``T_base_camera_optical`` is given.
-    Frames the pipeline drops are counted and logged at the end. Depth is float32 metres, colour RGB.
+    Frames the pipeline drops are counted and logged at the end (and ``stats_out``, when given, is
+    filled with the pipeline's stats). Depth is float32 metres, colour RGB.
     """
     cfg = config or PipelineConfig(pose_max_wait_s=1.0, pending_max=64, queue_size=64)
     if sync_tolerance_s is not None:
@@ -261,7 +263,10 @@ def read_bag(
     for frame in pipeline.flush():
         n += 1
         yield _bag_frame(pipeline, frame, path)
-    dropped = pipeline.stats()["dropped"]
+    stats = pipeline.stats()
+    if stats_out is not None:
+        stats_out.update(stats)
+    dropped = stats["dropped"]
     if dropped.get("no_extrinsic") and n == 0:
         raise BagReadError(
             f"{path}: no static transform chain {pipeline.base_frame} -> image frame on /tf_static; "

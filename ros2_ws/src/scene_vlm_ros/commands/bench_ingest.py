@@ -96,18 +96,9 @@ class _Monitor:
 
 def _boxes_from_msgs(objects: list[Any]) -> list[Any]:
     """Duck-typed instances (``.box``) from ObjectBox3D messages, for the recall metric."""
-    from ..core.geometry import quat_xyzw_to_matrix
-    from ..core.types import OrientedBox3D
+    from ..ros.conversions import box_to_oriented_box
 
-    out = []
-    for o in objects:
-        q = o.center.orientation
-        R = quat_xyzw_to_matrix([q.x, q.y, q.z, q.w])  # noqa: N806
-        yaw = float(__import__("math").atan2(R[1, 0], R[0, 0]))
-        box = OrientedBox3D((o.center.position.x, o.center.position.y, o.center.position.z),
-                            (o.size.x, o.size.y, o.size.z), yaw)
-        out.append(SimpleNamespace(box=box, instance_id=o.instance_id, label=o.label))
-    return out
+    return [SimpleNamespace(box=box_to_oriented_box(o), instance_id=o.instance_id, label=o.label) for o in objects]
 
 
 def _num(kv: dict[str, str], key: str, default: float = 0.0) -> float:
@@ -133,7 +124,10 @@ def bench_ingest(
 
     bag = Path(bag)
     info = read_bag_info(bag)
+    from ..paths import use_fastdds_profile
+
     config = Path(config or DEFAULT_CONFIG)
+    use_fastdds_profile()  # this monitor, and (through the environment) the node and the player
     env = dict(os.environ)
     sets = {"topics.reliable": False, **(overrides or {})}
     node_cmd = [*_cli(), "run", "--config", str(config)]

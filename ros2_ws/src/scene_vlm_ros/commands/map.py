@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
+from ..core.mapping_worker import MappingWorker, MappingWorkerConfig
 from ..core.memory import MemoryConfig, SceneMemory
 from ..core.types import RGBDFrame
 
@@ -33,11 +34,13 @@ def peak_rss_mb() -> float:
 
 
 def iter_source_frames(source: Path, gravity_align: bool = True, topics: Optional[Any] = None,
-                       use_mask: bool = True) -> tuple[Iterator[RGBDFrame], Optional[int]]:
+                       use_mask: bool = True, ingest_stats: Optional[dict] = None
+                       ) -> tuple[Iterator[RGBDFrame], Optional[int]]:
     """Frames of ``source`` and their count when known cheaply.
 
     A folder with ``camera-intrinsics.txt`` is read as 7-Scenes (gravity-aligned: the memory
-    needs z up); any other folder or a ``.mcap``/``.db3`` file is read as a rosbag.
+    needs z up); any other folder or a ``.mcap``/``.db3`` file is read as a rosbag, through the
+    node's own ingest pipeline (``ingest_stats`` receives its counts and drop reasons at the end).
     """
     source = Path(source)
     if not source.exists():
@@ -51,9 +54,7 @@ def iter_source_frames(source: Path, gravity_align: bool = True, topics: Optiona
         from ..bag.reader import BagTopics, read_bag
 
         topics = topics or BagTopics()
-        if not use_mask:
-            topics = BagTopics(**{**vars(topics), "instances": "", "instance_labels": ""})
-        return (bf.frame for bf in read_bag(source, topics)), None
+        return (bf.frame for bf in read_bag(source, topics, use_mask=use_mask, stats_out=ingest_stats)), None
     raise MapSourceError(f"{source}: not a rosbag (folder, .mcap, .db3) nor a 7-Scenes folder (camera-intrinsics.txt)")
 
 
@@ -65,15 +66,22 @@ def map_source(
     use_mask: bool = True,
     max_frames: Optional[int] = None,
     progress: bool = False,
+    worker_config: Optional[MappingWorkerConfig] = None,
 ) -> tuple[SceneMemory, dict]:
     """Fuse ``source`` (a rosbag, a 7-Scenes folder) into a fresh memory; return it and its stats.
 
     ``topics`` (a :class:`~scene_vlm_ros.bag.reader.BagTopics`) renames a bag's topics;
     ``use_mask=False`` ignores a recorded instance mask (instances then come from the detector and
-    geometry, as on a real camera). The memory is refreshed before it is returned.
+    geometry, as on a real camera). Frames go through the node's :class:`MappingWorker` in this
+    thread (``worker_config``: rate policy, stamp-based refresh; default: every frame, a refresh per
+    second of sensor time), so the same bag gives the same map here, in the node and run after run.
+    The memory is refreshed before it is returned.
     """
     memory = SceneMemory(config or MemoryConfig())
-    frames, total = iter_source_frames(Path(source), topics=topics, use_mask=use_mask)
+    # The node's mapping worker, run in this thread: same rate policy, same stamp-based refreshes.
+    worker = MappingWorker(memory, worker_config or MappingWorkerConfig())
+    ingest: dict = {}
+    frames, total = iter_source_frames(Path(source), topics=topics, use_mask=use_mask, ingest_stats=ingest)
     if max_frames is not None and total is not None:
         total = min(total, max_frames)
     t_start = time.perf_counter()
@@ -89,22 +97,28 @@ def map_source(
         for frame in frames:
             if max_frames is not None and n >= max_frames:
                 break
-            memory.integrate(frame)
+            worker.submit([frame])
+            worker.drain()
             n += 1
             if bar is not None:
                 bar.advance(task)
+        worker.finish()
     finally:
         if bar is not None:
             bar.stop()
     wall_s = time.perf_counter() - t_start
-    snap = memory.snapshot(refresh=True)
+    snap = memory.snapshot(allow_stale=True)
     mstats = memory.stats()
+    wstats = worker.stats()
     total_t = mstats["timings"].get("total", {})
     stats = {
         "source": str(source),
         "frames_read": n,
         "frames_integrated": mstats["frames_integrated"],
         "frames_rejected": mstats["frames_rejected"],
+        "frames_skipped_by_rate_policy": wstats["skipped_by_rate_policy"],
+        "frames_dropped": {**ingest.get("dropped", {}), **wstats["dropped"]},
+        "input_warnings": ingest.get("warnings", []),
         "per_frame_ms_p50": total_t.get("p50_ms"),
         "per_frame_ms_p95": total_t.get("p95_ms"),
         "wall_s": wall_s,

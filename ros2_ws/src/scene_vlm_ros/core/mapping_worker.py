@@ -62,7 +62,7 @@ class MappingWorker:
         self._cv = threading.Condition()
         self._thread: Optional[threading.Thread] = None
         self._stop = threading.Event()
-        self._last_accepted_stamp: Optional[float] = None
+        self._next_due_stamp: Optional[float] = None
         self._last_refresh_stamp: Optional[float] = None
         self._last_frame_wall = time.monotonic()
         self.submitted = 0
@@ -107,13 +107,16 @@ class MappingWorker:
             self._cv.notify()
 
     def _skip_by_rate(self, stamp_s: float) -> bool:
+        """Token-bucket on sensor stamps: accepted frames average ``max_rate_hz`` (a 30 Hz camera
+        under 20 Hz keeps two frames of three), never in a burst after a gap."""
         if self.config.max_rate_hz <= 0:
             return False
-        last = self._last_accepted_stamp
-        # 1 ms of tolerance: a 30 Hz camera under a 15 Hz policy keeps every other frame exactly.
-        if last is not None and stamp_s - last < 1.0 / self.config.max_rate_hz - 1e-3:
+        period = 1.0 / self.config.max_rate_hz
+        due = self._next_due_stamp
+        # 1 ms of tolerance for stamp jitter (30 Hz stamps under a 15 Hz policy keep every other frame).
+        if due is not None and stamp_s < due - 1e-3:
             return True
-        self._last_accepted_stamp = stamp_s
+        self._next_due_stamp = stamp_s + period if due is None or stamp_s - due > period else due + period
         return False
 
     @property

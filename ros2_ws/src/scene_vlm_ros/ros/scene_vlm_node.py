@@ -552,7 +552,10 @@ class SceneVlmNode(LifecycleNode):
 
 def main(args: Optional[list[str]] = None) -> None:
     """Console script ``scene_vlm_node``: configure + activate, then spin until Ctrl-C."""
+    from ..paths import use_fastdds_profile
+
     logging.basicConfig(level=logging.INFO)
+    use_fastdds_profile()
     rclpy.init(args=args)
     node = SceneVlmNode()
     executor = MultiThreadedExecutor(num_threads=4)
