@@ -122,6 +122,8 @@ class LabelingParams:
     min_remainder_points: a parent left with fewer points after carve-outs is dropped.
     orphan_min_vote: evidence that lands on no segment becomes an instance of its own (its lifted
         points) when the summed confidence of its views reaches this.
+    split_apart: views of one furniture class whose centres on a segment lie this share of the
+        class's largest extent apart show several objects: the segment is split between them.
     """
 
     voxel_m: float = 0.03
@@ -134,6 +136,7 @@ class LabelingParams:
     carve_above_m: float = 0.02
     min_remainder_points: int = 10
     orphan_min_vote: float = 0.8
+    split_apart: float = 0.4
 
 
 @dataclass
@@ -249,6 +252,7 @@ def label_segments(
     labels = [SegmentLabel() for _ in seg_pts]
     oversized: dict[int, list[tuple[int, LabelEvidence, np.ndarray]]] = {}
     orphans: list[tuple[int, LabelEvidence, np.ndarray]] = []
+    fitting: dict[int, list[tuple[int, LabelEvidence, np.ndarray, float]]] = {}
     for ei, ev in enumerate(evidence):
         if len(ev.points) == 0:
             continue
@@ -268,7 +272,14 @@ def label_segments(
         # segment is full support; a segment smaller than the class's smallest view is probably a
         # fragment: half a vote.
         weight = float(ev.score) * min(1.0, best_ov / p.full_overlap) * (0.5 if ext < 0.5 * lo else 1.0)
-        labels[best].add(ev.label, weight, float(ev.score))
+        fitting.setdefault(best, []).append((ei, ev, ekeys, weight))
+    for si, items in sorted(fitting.items()):
+        apart = _distinct_pieces(seg_pts[si], [(ei, ev, k) for ei, ev, k, _ in items], p)
+        for ei, ev, ekeys, weight in items:
+            if ei in apart:
+                oversized.setdefault(si, []).append((ei, ev, ekeys))
+            else:
+                labels[si].add(ev.label, weight, float(ev.score))
     new_segments: list[Segment] = []
     new_labels: list[SegmentLabel] = []
     remove: dict[int, np.ndarray] = {}
@@ -343,6 +354,35 @@ def label_segments(
     for lab in out_labels:
         lab.decide(p.min_vote)
     return out_segments, out_labels
+
+
+def _distinct_pieces(parent: np.ndarray, items: list[tuple[int, LabelEvidence, np.ndarray]], p: LabelingParams
+                     ) -> set[int]:
+    """Evidence indices that show *several* pieces of furniture of one class inside one segment
+    (two chairs side by side that geometry joined): groups of views whose centres on the segment
+    lie farther apart than :attr:`LabelingParams.split_apart` x the class's largest extent. Those go
+    to the carve-out step instead of voting for the segment as a whole."""
+    out: set[int] = set()
+    if len(items) < 2:
+        return out
+    cells = coarse_keys_per_point(parent, p.voxel_m)
+    by_label: dict[str, list[list[int]]] = {}
+    for group in _group_evidence(items):
+        label = canonical_label(items[group[0]][1].label)
+        if label not in SURFACE_OBJECTS:
+            by_label.setdefault(label, []).append(group)
+    for label, groups in by_label.items():
+        if len(groups) < 2:
+            continue
+        centres = []
+        for group in groups:
+            inside = np.isin(cells, np.unique(np.concatenate([items[g][2] for g in group])))
+            centres.append(np.median(parent[inside, :2], axis=0) if np.any(inside) else None)
+        ok = [c for c in centres if c is not None]
+        far = max((float(np.linalg.norm(a - b)) for a in ok for b in ok), default=0.0)
+        if far >= p.split_apart * class_extent_m(label)[1]:
+            out |= {items[g][0] for group in groups for g in group}
+    return out
 
 
 def _carve_ok(pts: np.ndarray, label: str, p: LabelingParams) -> bool:

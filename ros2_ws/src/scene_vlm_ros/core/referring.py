@@ -609,13 +609,16 @@ def _parse_words(words: list[str], original: str) -> Expression:
     size = color = proximity = None
     sizes: list[str] = []
     noun: list[str] = []
-    for w in head:
-        if w in SIZE_WORDS and not noun:
+    for i, w in enumerate(head):
+        # Adjectives may follow an unknown word ("the shiny tall lamp"); the head's last word is
+        # the noun whatever it is.
+        modifier = not noun or i < len(head) - 1
+        if w in SIZE_WORDS and modifier:
             sizes.append(SIZE_WORDS[w])
             size = size or SIZE_WORDS[w]
         elif w in PROXIMITY_WORDS and not noun:
             proximity = PROXIMITY_WORDS[w]
-        elif canonical_color(w) and not noun and color is None:
+        elif canonical_color(w) and modifier and color is None:
             color = canonical_color(w)
         elif (w in ("one", "ones") and noun) or w in _FILLER_WORDS:
             continue
