@@ -34,8 +34,8 @@ from .config import FitConfig, save_config
 from .data.dataset import ResumableOrder, SampleDataset, collate
 from .data.store import DataFormatError
 from .model.vae import VaeTeacher
-from .model.wrapper import HEAD_PREFIXES, HeadGeometry, SceneVLM, load_hf_model
-from .step import step_generator, to_device, training_step
+from .model.wrapper import HEAD_PREFIXES, HeadGeometry, SceneVLM, check_base_model_dir, load_hf_model
+from .step import derive_seed, step_generator, to_device, training_step
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +131,7 @@ class Trainer:
         self.cfg = cfg.validate()
         self.accelerator = acc = _accelerator(cfg)
         base = Path(cfg.model.base_model_dir)
+        check_base_model_dir(base)
         self.processor = AutoProcessor.from_pretrained(base, local_files_only=True)
         hf = load_hf_model(cfg.model)
         self.dataset = SampleDataset(cfg.data_dir, self.processor, hf.config.image_token_id, hf.config.video_token_id)
@@ -144,6 +145,9 @@ class Trainer:
             token_channels = self.teacher.token_channels
             view_grid = self.teacher.grid(int(m["view_target_px"]))
             bev_grid = self.teacher.grid(int(m["bev_target_px"]))
+        # The new parameters (mask token, heads) are initialised from the run's seed: two runs with
+        # the same config start from the same weights.
+        torch.manual_seed(derive_seed(cfg.seed, 0x5EED))
         self.model = SceneVLM(hf, cfg.heads, HeadGeometry(token_channels, view_grid, bev_grid))
         if not cfg.heads.enabled:
             for name, p in self.model.named_parameters():

@@ -264,8 +264,9 @@ def _name_camera_frame(question: str, frame_ids: Sequence[int]) -> str:
     return question
 
 
-def _synthetic_scene(seed: int, n_frames: int, width: int, height: int, cfg: BuildDataConfig
-                     ) -> tuple[BuiltScene, Any, list[Any]]:
+def synthetic_scene(seed: int, n_frames: int, width: int, height: int, cfg: BuildDataConfig
+                    ) -> tuple[BuiltScene, Any, list[Any]]:
+    """The synthetic room of ``seed``: its built snapshot, layout and rendered frames (one loop)."""
     from scene_vlm_ros.datasets.render import generate_sequence
     from scene_vlm_ros.datasets.synthetic import generate_layout
 
@@ -356,7 +357,7 @@ def scene_jobs(cfg: BuildDataConfig) -> list[SceneJob]:
         syn = cfg.synthetic
         for seed in syn.seeds:
             def load(seed: int = int(seed)) -> tuple[BuiltScene, list[Item]]:
-                built, layout, frames = _synthetic_scene(seed, syn.n_frames, syn.width, syn.height, cfg)
+                built, layout, frames = synthetic_scene(seed, syn.n_frames, syn.width, syn.height, cfg)
                 return built, _synthetic_items(built, layout, frames, seed, cfg, syn.max_questions_per_task)
 
             jobs.append(SceneJob("synthetic", f"synthetic-{int(seed):05d}", load))
@@ -366,7 +367,7 @@ def scene_jobs(cfg: BuildDataConfig) -> list[SceneJob]:
         vo = cfg.vision_only
         for seed in vo.synthetic_seeds:
             def load_vo(seed: int = int(seed)) -> tuple[BuiltScene, list[Item]]:
-                built, _, _ = _synthetic_scene(seed, vo.n_frames, vo.width, vo.height, cfg)
+                built, _, _ = synthetic_scene(seed, vo.n_frames, vo.width, vo.height, cfg)
                 return built, _reconstruction_items(vo.samples_per_scan)
 
             jobs.append(SceneJob("vision_only", f"synthetic-{int(seed):05d}", load_vo))

@@ -86,7 +86,7 @@ def read_image(root: Path, key: str) -> np.ndarray:
     if not path.is_file():
         raise DataFormatError(f"{root}: image {key} is missing ({path}); the data set is incomplete")
     with Image.open(path) as im:
-        image = np.asarray(im.convert("RGB"), dtype=np.uint8)
+        image = np.array(im.convert("RGB"), dtype=np.uint8)
     if image_key(image) != key:
         raise DataFormatError(f"{path}: content does not match its hash; the file is corrupt")
     return image

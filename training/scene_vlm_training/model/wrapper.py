@@ -53,17 +53,22 @@ class ReconTargets:
     bev_cells: torch.Tensor
 
 
-def load_hf_model(model_cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> Any:
-    """The Qwen2-VL-family model from ``model_cfg.base_model_dir`` (local files only), vision frozen if asked."""
-    from transformers import AutoModelForImageTextToText
-
+def check_base_model_dir(model_dir: str | Path) -> None:
+    """ValueError (prefixed ``model.base_model_dir``) unless the node's backend would accept the directory."""
     from scene_vlm_ros.vlm.backends.transformers_backend import inspect_checkpoint
     from scene_vlm_ros.vlm.types import ModelUnavailableError
 
     try:
-        inspect_checkpoint(Path(model_cfg.base_model_dir))
+        inspect_checkpoint(Path(model_dir))
     except ModelUnavailableError as exc:
         raise ValueError(f"model.base_model_dir: {exc}") from exc
+
+
+def load_hf_model(model_cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> Any:
+    """The Qwen2-VL-family model from ``model_cfg.base_model_dir`` (local files only), vision frozen if asked."""
+    from transformers import AutoModelForImageTextToText
+
+    check_base_model_dir(model_cfg.base_model_dir)
     hf = AutoModelForImageTextToText.from_pretrained(
         model_cfg.base_model_dir, local_files_only=True, dtype=dtype, attn_implementation=model_cfg.attn_implementation,
     )
