@@ -262,6 +262,17 @@ def bench_all(out: Annotated[Path, typer.Option(help="Directory for the JSON fil
     bench_query_cmd(out=out / "query.json")
 
 
+@bench_app.command("recognition", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+                   add_help_option=False)
+def bench_recognition_cmd(ctx: typer.Context) -> None:
+    """Real kitchen / lounge / synthetic no-mask: table, chairs, sofa, recall and labels per detector (--help)."""
+    from .commands.bench_recognition import main as bench_recognition_main
+
+    code = bench_recognition_main(list(ctx.args))
+    if code:
+        raise typer.Exit(code=code)
+
+
 def main() -> None:
     app()
 
