@@ -49,3 +49,23 @@ def fresh_domain() -> int:
     domain = base + 100 * (_next_offset[0] % 2) + _next_offset[0] // 2
     _next_offset[0] += 1
     return domain % 230
+
+
+def replay_in_own_process(bag: Any, domain_id: int, rate: float = 1.0,
+                          wait_for: tuple[str, ...] = ("/camera/depth/image_raw",), timeout_s: float = 120.0) -> dict:
+    """Play ``bag`` with ``scene-vlm replay`` in a process of its own, at ``rate`` (as a camera driver
+    would publish: another process, real time); returns the published counts per topic."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ROS_DOMAIN_ID": str(domain_id)}
+    cmd = [sys.executable, "-c", "from scene_vlm_ros.cli import main; main()", "replay", str(bag),
+           "--rate", str(rate)]
+    for topic in wait_for:
+        cmd += ["--wait-for", topic]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
+    if proc.returncode != 0:
+        raise RuntimeError(f"replay failed ({proc.returncode}): {proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])["published"]

@@ -21,11 +21,10 @@ from scene_vlm_ros.core.geometry import box_iou, matrix_to_quat_xyzw  # noqa: E4
 from scene_vlm_ros.core.types import OrientedBox3D  # noqa: E402
 from scene_vlm_ros.ros.bringup import Bringup  # noqa: E402
 from scene_vlm_ros.ros.conversions import box_to_oriented_box  # noqa: E402
-from scene_vlm_ros.ros.replay_node import BagReplayer  # noqa: E402
 from scene_vlm_ros.ros.scene_vlm_node import SERVICE_QOS  # noqa: E402
 from scene_vlm_ros.vlm.types import GenerationTimeout, ModelError, VLMBackend  # noqa: E402
 
-from .rosutil import call, fresh_domain, make_client_node, wait_until  # noqa: E402
+from .rosutil import call, fresh_domain, make_client_node, replay_in_own_process, wait_until  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -45,8 +44,7 @@ def scene(tmp_path_factory):
     out = tmp_path_factory.mktemp("e2e")
     layout = generate_layout(0)
     # One loop of the room in 12 s of bag time (10 Hz stamps: a walking pace of ~1.3 m/s), replayed
-    # 1.5x faster than real time: 15 frames/s into a node that shares this process (and its GIL)
-    # with the player.
+    # at 1.0x by a player in another process.
     seq = list(generate_sequence(layout, n_frames=N_FRAMES, width=320, height=240, speed_mps=None, seed=0,
                                  fps=10.0))
     T = seq[0].T_base_camera_optical
@@ -55,13 +53,10 @@ def scene(tmp_path_factory):
     return {"bag": out / "scene.mcap", "layout": layout, "extrinsic": extrinsic}
 
 
-def _replay(graph: Bringup, bag: Path) -> BagReplayer:
-    rep = BagReplayer(bag, rate=1.5, context=graph.context)
-    rep.prepare()
-    graph.add_node(rep)
-    assert rep.wait_for_subscribers(["/camera/color/image_raw", "/camera/depth/image_raw", "/odom"])
-    rep.play()
-    return rep
+def _replay(graph: Bringup, bag: Path) -> dict:
+    """The player runs in its own process at 1.0x, as a camera driver does on a robot."""
+    return replay_in_own_process(bag, graph.domain_id, rate=1.0,
+                                 wait_for=("/camera/color/image_raw", "/camera/depth/image_raw", "/odom"))
 
 
 def _integrated(graph: Bringup) -> int:

@@ -9,6 +9,7 @@ tests can run several graphs side by side.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -87,6 +88,8 @@ class Bringup:
         init_kwargs: dict[str, Any] = {"context": self.context}
         if domain_id is not None:
             init_kwargs["domain_id"] = domain_id
+        #: the ROS domain of this graph (a player in another process must use the same)
+        self.domain_id = domain_id if domain_id is not None else int(os.environ.get("ROS_DOMAIN_ID", "0"))
         rclpy.init(**init_kwargs)
         self.node = SceneVlmNode(context=self.context, parameter_overrides=to_parameters(values), backend=backend)
         self.executor = MultiThreadedExecutor(num_threads=num_threads, context=self.context)
