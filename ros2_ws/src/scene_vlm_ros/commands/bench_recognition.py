@@ -183,7 +183,7 @@ def synthetic_row(bags: list[tuple[Path, Path]], source: str, dirs: dict[str, Pa
                 lab = canonical_label(by_id[pairs[g.object_id]].label)
                 labelled += bool(lab)
                 correct += lab == canonical_label(g.label)
-    return {"source": source + ("" if not use_mask else " (mask topic)"), "use_mask": use_mask, "bags": len(bags),
+    return {"source": "mask topic" if use_mask else source, "use_mask": use_mask, "bags": len(bags),
             "gt_objects": n_gt,
             "recall_iou_0.25": round(sum(recall[0.25]) / max(1, n_gt), 3),
             "recall_iou_0.5": round(sum(recall[0.5]) / max(1, n_gt), 3),

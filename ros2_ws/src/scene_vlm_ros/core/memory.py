@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+import weakref
 from collections import Counter, deque
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -269,7 +270,11 @@ class SceneMemory:
                 logger.error("detector unavailable, mapping with geometry only: %s", exc)
         if self._detector is not None and self.config.detector_async:
             self._det_queue = queue.Queue(maxsize=self.config.detector_queue_size)
-            self._det_thread = threading.Thread(target=self._detector_loop, name="scene-memory-detector", daemon=True)
+            # The thread holds only a weak reference, so a memory nobody uses any more (a node
+            # reconfigured without close()) is collected and its thread ends.
+            self._det_thread = threading.Thread(target=SceneMemory._detector_loop,
+                                                args=(weakref.ref(self), self._det_queue),
+                                                name="scene-memory-detector", daemon=True)
             self._det_thread.start()
         self._n_integrated = 0
         self._n_accepted_seen = 0
@@ -390,25 +395,36 @@ class SceneMemory:
                 self._det_cv.notify_all()
             logger.debug("detector busy: keyframe %.3f not detected", frame.stamp_s)
 
-    def _detector_loop(self) -> None:
-        assert self._det_queue is not None  # noqa: S101 (internal invariant)
+    @staticmethod
+    def _detector_loop(ref: weakref.ref, jobs: queue.Queue) -> None:
         while True:
-            frame = self._det_queue.get()
-            if frame is None:
-                return
             try:
-                t = time.perf_counter()
-                observations = self._detector_observations(frame)
-                elapsed_ms = (time.perf_counter() - t) * 1e3
-                with self._lock:
-                    self._timings.setdefault("detector", deque(maxlen=_TIMING_WINDOW)).append(elapsed_ms)
-                    self._observe(observations, frame.stamp_s, True)
-            except Exception:  # noqa: BLE001 (a detector failure must not stop mapping; logged in full)
-                logger.exception("detector failed on keyframe at stamp %.3f", frame.stamp_s)
-            finally:
-                with self._det_cv:
-                    self._det_pending -= 1
-                    self._det_cv.notify_all()
+                frame = jobs.get(timeout=1.0)
+            except queue.Empty:
+                if ref() is None:
+                    return
+                continue
+            memory = ref()
+            if frame is None or memory is None:
+                return
+            memory._detect_keyframe(frame)
+            del memory
+
+    def _detect_keyframe(self, frame: RGBDFrame) -> None:
+        """Detector-thread body for one keyframe: detect, record timing, fuse observations."""
+        try:
+            t = time.perf_counter()
+            observations = self._detector_observations(frame)
+            elapsed_ms = (time.perf_counter() - t) * 1e3
+            with self._lock:
+                self._timings.setdefault("detector", deque(maxlen=_TIMING_WINDOW)).append(elapsed_ms)
+                self._observe(observations, frame.stamp_s, True)
+        except Exception:  # noqa: BLE001 (a detector failure must not stop mapping; logged in full)
+            logger.exception("detector failed on keyframe at stamp %.3f", frame.stamp_s)
+        finally:
+            with self._det_cv:
+                self._det_pending -= 1
+                self._det_cv.notify_all()
 
     def wait_for_detector(self, timeout_s: Optional[float] = None) -> bool:
         """Wait until every queued keyframe went through the detector; False on timeout."""
