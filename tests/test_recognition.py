@@ -440,3 +440,42 @@ def test_detector_runs_off_the_mapping_thread_on_keyframes_only(yolo_dir, kitche
     while sum(t.name == "scene-memory-detector" for t in threading.enumerate()) > before:
         assert time.monotonic() < deadline, "detector thread outlived its memory"
         time.sleep(0.1)
+
+
+# ----------------------------------------------------------------------------- segmentation
+
+
+def _chair_at_table_end(x_back: float, direction: float) -> tuple[np.ndarray, np.ndarray]:
+    """A chair pushed against a table's end: seat under the table, back's top edge flush with the
+    table top (0.79 m), as in the 7-Scenes kitchen. Returns (all points, back points)."""
+    xs = (x_back, x_back + direction * 0.44)
+    seat = _box_points((min(xs), 0.24, 0.45), (max(xs), 0.68, 0.45), 0.04)
+    back = _box_points((x_back - 0.02, 0.24, 0.45), (x_back + 0.02, 0.68, 0.79), 0.04)
+    legs = np.concatenate([_box_points((x, y, 0.04), (x + 0.03, y + 0.03, 0.43), 0.04)
+                           for x in xs for y in (0.24, 0.64)])
+    return np.concatenate([seat, back, legs]), back
+
+
+def test_table_and_the_chairs_against_it_are_separate_segments():
+    """The kitchen's failure in miniature: chair backs at table height touching both ends of the
+    table made one 1.76 m segment before the top was cut by height structure and opening."""
+    from scene_vlm_ros.core.segmentation import SegmentationParams, segment_objects
+
+    floor = _box_points((-1.0, -1.0, 0.0), (2.6, 2.4, 0.0), 0.04)
+    top = _box_points((0.0, 0.0, 0.75), (1.6, 0.92, 0.75), 0.04)
+    legs = np.concatenate([_box_points((x, y, 0.04), (x + 0.05, y + 0.05, 0.72), 0.04)
+                           for x in (0.0, 1.55) for y in (0.0, 0.85)])
+    (c1, back1), (c2, back2) = _chair_at_table_end(1.66, -1.0), _chair_at_table_end(-0.06, +1.0)
+    pts = np.concatenate([floor, top, legs, c1, c2])
+    segs = segment_objects(pts, SegmentationParams())
+    key = {tuple(np.round(p, 4)): i for i, p in enumerate(pts)}
+
+    def holding(sub: np.ndarray) -> list[int]:
+        idx = {key[tuple(np.round(p, 4))] for p in sub}
+        return [k for k, s in enumerate(segs) if idx & set(s.tolist())]
+
+    (t,) = holding(top)
+    ext = np.ptp(pts[segs[t]][:, :2], axis=0)
+    assert ext[0] == pytest.approx(1.6, abs=0.05) and ext[1] == pytest.approx(0.92, abs=0.05), ext
+    b1, b2 = holding(back1), holding(back2)
+    assert len(b1) == len(b2) == 1 and len({t, b1[0], b2[0]}) == 3

@@ -89,6 +89,27 @@ def real_table_footprint_m() -> dict[str, float]:
     return {"long_m": round(max(a, b), 3), "short_m": round(min(a, b), 3), "area_m2": round(a * b, 3)}
 
 
+def _xy_iou_with_real_table(inst: Instance) -> float:
+    """IoU of an instance's axis-aligned footprint with the real table's (both in the xy plane)."""
+    (x0, x1), (y0, y1) = KITCHEN_TABLE_XY_M
+    lo, hi = inst.aabb_min[:2], inst.aabb_max[:2]
+    ix = max(0.0, min(hi[0], x1) - max(lo[0], x0))
+    iy = max(0.0, min(hi[1], y1) - max(lo[1], y0))
+    inter = ix * iy
+    union = (x1 - x0) * (y1 - y0) + float(np.prod(hi - lo)) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def best_table_segment(snapshot: SceneSnapshot) -> Optional[dict]:
+    """The instance whose footprint overlaps the real table most, labelled or not: what the
+    segmentation made of the table, independent of naming."""
+    if not snapshot.instances:
+        return None
+    best = max(snapshot.instances, key=_xy_iou_with_real_table)
+    return {"instance_id": int(best.instance_id), "label": best.label,
+            "xy_iou_with_real": round(_xy_iou_with_real_table(best), 3), **footprint_m(best)}
+
+
 def _labels(snapshot: SceneSnapshot) -> dict[str, int]:
     out: dict[str, int] = {}
     for inst in snapshot.instances:
@@ -130,7 +151,8 @@ def kitchen_row(kitchen_dir: Path, source: str, dirs: dict[str, Path]) -> dict:
     table = snap.instance(table_ids[0]) if table_ids else None
     real = real_table_footprint_m()
     row: dict[str, Any] = {"source": source, "wall_s": round(wall_s, 1), **_timing(stats),
-                           "instances": len(snap.instances), "labels": _labels(snap), "answers": answers}
+                           "instances": len(snap.instances), "labels": _labels(snap), "answers": answers,
+                           "table_segment": best_table_segment(snap)}
     if table is not None:
         fp = footprint_m(table)
         row["table"] = {"instance_id": int(table.instance_id), "label": table.label, "score": round(table.score, 2),
