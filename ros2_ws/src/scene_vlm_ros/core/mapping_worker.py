@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class MappingWorkerConfig:
-    queue_size: int = 16
+    queue_size: int = 30
     max_rate_hz: float = 0.0
     refresh_period_s: float = 1.0
     idle_refresh_s: float = 0.5

@@ -44,8 +44,9 @@ PARAMETERS: dict[str, tuple[Any, str, Optional[tuple[float, float]], Optional[tu
                                   "dropped (reason no_pose).", (0.0, 10.0), None),
     "sync.pose_queue_size": (30, "Synchronised frames waiting for odometry past their stamp (or for the first "
                                  "camera info); the oldest is dropped as pose_queue_overflow.", (1, 1000), None),
-    "sync.mapping_queue_size": (16, "Posed frames waiting for integration; the oldest is dropped (and "
-                                   "counted as mapping_queue_overflow) when mapping falls behind.", (1, 100), None),
+    "sync.mapping_queue_size": (30, "Posed frames waiting for integration (30 = one second of a 30 Hz camera, "
+                                    "enough to ride out a map refresh); the oldest is dropped (and counted as "
+                                    "mapping_queue_overflow) when mapping falls behind.", (1, 1000), None),
     # -- mapping ---------------------------------------------------------------------------------
     "mapping.voxel_size_m": (0.05, "TSDF voxel size (m).", (0.005, 0.5), None),
     "mapping.depth_min_m": (0.2, "Depth readings nearer than this are ignored (m).", (0.0, 5.0), None),
