@@ -178,6 +178,49 @@ def test_transformers_backend_end_to_end(user_bag, tmp_path):
     assert all(isinstance(r["answer"], str) for r in rows)
 
 
+def test_benchmark_files_on_a_bag(user_bag, tmp_path):
+    """ScanRefer and Multi3DRefer files about the bag's scene, targets by object id into its ground
+    truth; the benchmark evaluators' numbers land in metrics.json["benchmark"]."""
+    bag, gt = user_bag
+    labels = [o["label"] for o in gt]
+    scanrefer = [{"scene_id": "room", "object_id": str(o["object_id"]), "object_name": o["label"],
+                  "ann_id": "0", "description": f"this is the {o['label']}. it is in the room."} for o in gt]
+    scanrefer.append({**scanrefer[0], "scene_id": "scene0000_00"})  # another scene: skipped, counted
+    (tmp_path / "sr.json").write_text(json.dumps(scanrefer))
+    out = tmp_path / "sr"
+    assert main([str(bag), "--queries", str(tmp_path / "sr.json"), "--scene-id", "room", "--out", str(out),
+                 "--prompt-profile", "gpt4scene", "--no-progress"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["query_format"] == "scanrefer" and m["skipped"] == {"other_scene": 1}
+    bench = m["benchmark"]["aabb"]
+    assert bench["overall"]["n"] == len(gt)
+    n_multiple = sum(labels.count(x) > 1 for x in labels)
+    assert bench["multiple"]["n"] == n_multiple and bench["unique"]["n"] == len(gt) - n_multiple
+    # The per-row scores and the benchmark evaluator agree (same IoU convention).
+    assert bench["overall"]["acc@0.25"] == pytest.approx(m["tasks"]["grounding"]["overall"]["acc_aabb@0.25"])
+    assert set(m["tasks"]["grounding"]["splits"]) <= {"unique", "multiple"}
+
+    present = gt[0]["label"]
+    m3d = [{"scene_id": "room", "object_ids": [o["object_id"] for o in gt if o["label"] == present],
+            "object_name": present, "ann_id": "1", "description": f"the {present}s",
+            "eval_type": "mt" if labels.count(present) > 1 else "st_wo_d"},
+           {"scene_id": "room", "object_ids": [], "object_name": "piano", "ann_id": "2",
+            "description": "the pianos", "eval_type": "zt_wo_d"}]
+    (tmp_path / "m3d.json").write_text(json.dumps(m3d))
+    out = tmp_path / "m3d"
+    assert main([str(bag), "--queries", str(tmp_path / "m3d.json"), "--scene-id", "room", "--out", str(out),
+                 "--no-progress"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["benchmark"]["aabb"]["zt_wo_d"] == {"f1@0.25": 1.0, "f1@0.5": 1.0, "n": 1}, "zero-target rule"
+    assert m["benchmark"]["aabb"]["overall"]["n"] == 2
+
+    # A benchmark file the reader refuses: one clear file-level error naming the record.
+    (tmp_path / "bad_sr.json").write_text(json.dumps([{**scanrefer[0], "object_id": "seven"}]))
+    with pytest.raises(EvalInputError, match="record 0.*object_id"):
+        run_eval(parse_args([str(bag), "--queries", str(tmp_path / "bad_sr.json"), "--out", str(tmp_path / "x"),
+                             "--no-progress"]))
+
+
 # ---------------------------------------------------------------------------------------------
 # Fuzzing the query files
 # ---------------------------------------------------------------------------------------------

@@ -299,7 +299,11 @@ def bag_calibration(source: Path, topics: dict[str, str]) -> dict[str, Any]:
     n_images = info.topics[bt.color].count if bt.color in info.topics else None
     return {"extrinsic": [float(v) for v in (*T[:3, 3], *matrix_to_quat_xyzw(T[:3, :3]))],
             "world_frame": first.world_frame_id or "odom", "n_images": n_images, "color_topic": bt.color,
-            "wait_topics": [bt.color, bt.depth, bt.odom]}
+            "mask_topic": bt.instances,
+            # every synchronised stream: a frame whose mask partner was published before the node's
+            # mask subscription matched is dropped as a sync miss
+            "wait_topics": [t for t in (bt.color, bt.depth, bt.odom, bt.camera_info, bt.instances)
+                            if t in info.topics]}
 
 
 def _start_node_process(params: dict[str, Any], log_path: Path) -> subprocess.Popen:
@@ -346,6 +350,11 @@ def live_answerer(setup: EvalSetup, out: Path, bar: _Progress) -> Answerer:
 
     from ..ros.replay_node import BagReplayer
 
+    from ..paths import use_fastdds_profile
+
+    # The replayer here publishes the images: its shared-memory segment must hold camera-rate
+    # frames (the node process inherits the same profile through the environment).
+    use_fastdds_profile()
     info = bag_calibration(setup.source, setup.topics)
     proc = None if setup.attach else _start_node_process(node_parameters(setup, info), out / "node.log")
     ctx = rclpy.context.Context()
@@ -354,6 +363,7 @@ def live_answerer(setup: EvalSetup, out: Path, bar: _Progress) -> Answerer:
     client_node = rclpy.create_node("scene_vlm_eval_client", context=ctx)
     executor.add_node(client_node)
     timeline: list[tuple[float, int]] = []
+    last_diagnostics: dict[str, str] = {}
     t0 = time.monotonic()
 
     def on_diagnostics(msg: Any) -> None:
@@ -361,6 +371,8 @@ def live_answerer(setup: EvalSetup, out: Path, bar: _Progress) -> Answerer:
             values = {kv.key: kv.value for kv in status.values}
             if "frames_integrated" in values:
                 timeline.append((time.monotonic() - t0, int(values["frames_integrated"])))
+                last_diagnostics.clear()
+                last_diagnostics.update(values)
 
     from diagnostic_msgs.msg import DiagnosticArray
 
@@ -400,8 +412,10 @@ def live_answerer(setup: EvalSetup, out: Path, bar: _Progress) -> Answerer:
         replayer = BagReplayer(setup.source, rate=setup.rate, context=ctx, node_name="scene_vlm_eval_replay")
         replayer.prepare()
         executor.add_node(replayer)
-        if not replayer.wait_for_subscribers(info["wait_topics"], timeout_s=30.0):
-            logger.warning("no subscriber on %s after 30 s; replaying anyway", info["wait_topics"])
+        wait = info["wait_topics"] if setup.use_mask else [t for t in info["wait_topics"] if t != info["mask_topic"]]
+        if not replayer.wait_for_subscribers(wait, timeout_s=30.0):
+            logger.warning("no subscriber on %s after 30 s; replaying anyway", wait)
+        time.sleep(0.5)  # discovery is two-sided: give the node's readers time to match the writers too
         bar.start("replaying onto the node", info["n_images"])
         t_play = time.monotonic()
         replayer.play(on_message=lambda topic, _stamp: bar.advance() if topic == info["color_topic"] else None)
@@ -428,7 +442,10 @@ def live_answerer(setup: EvalSetup, out: Path, bar: _Progress) -> Answerer:
     snapshot = _saved_snapshot(save_client, call, SaveMemory, out / "memory")
     mapping = {"frames_integrated": n_integrated, "replay_s": play_s, "replay_rate": setup.rate,
                "published": dict(replayer.published), "skipped_topics": dict(replayer.skipped_topics),
-               "node": "attached" if setup.attach else "started (see node.log)"}
+               "node": "attached" if setup.attach else "started (see node.log)",
+               # drops and rejections by reason, queue depths: what the score includes in live mode
+               "node_diagnostics": {k: v for k, v in last_diagnostics.items()
+                                    if k.startswith(("dropped", "rejected", "bad_message", "frames", "rate"))}}
     return Answerer(ask, instances, snapshot, mapping, timeline, close)
 
 

@@ -35,11 +35,11 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..core.geometry import box_aabb_iou, box_iou
+from ..core.geometry import box_iou
 from ..core.types import GroundTruthObject, Instance, OrientedBox3D
 from ..vlm.engine import MAX_QUESTION_CHARS, ErrorCode, QueryRequest, QueryResult
 from ..vlm.types import Task
-from .query_metrics import first_number, mean_relative_accuracy, multi_grounding_f1, normalise
+from .query_metrics import first_number
 
 #: Tasks a query file may name (``auto`` is not accepted: scoring needs to know what was asked).
 QUERY_TASKS = ("grounding", "multi_grounding", "qa", "caption", "spatial")
@@ -383,36 +383,39 @@ def caption_object(query: EvalQuery, instances: Sequence[Instance]) -> tuple[int
 
 def score_row(query: EvalQuery, answer: str, boxes: Sequence[OrientedBox3D], error_code: int,
               caption_iou: float = 0.0) -> dict[str, float]:
-    """Scores of one answer (all in [0, 1]; a failed request scores 0, except an empty
-    multi-grounding answer to a zero-target question, which scores 1 as in Multi3DRefer).
+    """Scores of one answer, each in [0, 1], with the benchmark metrics' own per-item functions
+    (:mod:`scene_vlm_ros.eval.benchmark_metrics`). A failed request predicts nothing.
 
-    Grounding: ``iou`` (oriented boxes, ours), ``iou_aabb`` (axis-aligned, ScanRefer's
-    convention), ``acc@0.25``/``acc@0.5`` on the oriented IoU and ``acc_aabb@k`` on the other;
-    multi-grounding: ``f1@k``; QA/spatial: ``exact`` (normalised, against any reference) or
-    ``mra`` for numeric answers; caption: ``caption_iou`` and ``hit@k`` (m@kIoU's IoU gate).
+    Grounding: ``iou`` (oriented boxes, ours) and ``iou_aabb`` (axis-aligned, ScanRefer's
+    convention) with ``acc@k`` / ``acc_aabb@k``; multi-grounding: ``f1@k`` / ``f1_aabb@k``
+    (Hungarian matching, zero-target rule); QA: ``EM`` and ``EM-R`` (refined) against any
+    reference, or ``mra`` for a numeric answer; caption: ``caption_iou`` and ``hit@k`` (the IoU
+    gate of m@kIoU; the caption metrics themselves are corpus-level, see :func:`benchmark_scores`).
     """
+    from .benchmark_metrics import answer_match, box_iou_fn, mean_relative_accuracy, target_f1
+
     ok = error_code in (int(ErrorCode.SUCCESS), int(ErrorCode.NO_MATCH))
+    pred = list(boxes) if ok else []
+    out: dict[str, float] = {}
     if query.task == "grounding":
-        iou = box_iou(boxes[0], query.targets[0]) if ok and boxes else 0.0
-        iou_aabb = box_aabb_iou(boxes[0], query.targets[0]) if ok and boxes else 0.0
-        out = {"iou": iou, "iou_aabb": iou_aabb}
-        for t in IOU_THRESHOLDS:
-            out[f"acc@{t}"] = float(iou >= t)
-            out[f"acc_aabb@{t}"] = float(iou_aabb >= t)
+        for suffix, convention in (("", "oriented"), ("_aabb", "aabb")):
+            iou = float(box_iou_fn(convention)(pred[0], query.targets[0])) if pred else 0.0
+            out[f"iou{suffix}"] = iou
+            for t in IOU_THRESHOLDS:
+                out[f"acc{suffix}@{t:g}"] = float(iou >= t)
         return out
     if query.task == "multi_grounding":
-        pred = list(boxes) if ok else []
-        if not ok and not query.targets:
-            return {f"f1@{t}": 0.0 for t in IOU_THRESHOLDS}  # a failed request is not an empty answer
-        return {f"f1@{t}": multi_grounding_f1(pred, list(query.targets), t) for t in IOU_THRESHOLDS}
+        for suffix, convention in (("", "oriented"), ("_aabb", "aabb")):
+            f1 = target_f1(pred, list(query.targets), IOU_THRESHOLDS, iou=box_iou_fn(convention))
+            out.update({f"f1{suffix}@{t:g}": f1[t] for t in IOU_THRESHOLDS})
+        return out
     if query.task == "caption":
-        return {"caption_iou": caption_iou, **{f"hit@{t}": float(ok and caption_iou >= t) for t in IOU_THRESHOLDS}}
+        return {"caption_iou": caption_iou, **{f"hit@{t:g}": float(ok and caption_iou >= t) for t in IOU_THRESHOLDS}}
     if query.value is not None:
         got = first_number(answer) if ok else None
         return {"mra": mean_relative_accuracy(got, query.value) if got is not None else 0.0}
-    got = normalise(answer) if ok else ""
-    refs = [normalise(a) for a in query.answers if normalise(a)]
-    return {"exact": float(bool(got) and any(got == r or got.startswith(r + " ") for r in refs))}
+    em, em_refined = answer_match(answer if ok else "", list(query.answers))
+    return {"EM": em, "EM-R": em_refined}
 
 
 def answer_query(query: EvalQuery, ask: Ask, instances: Sequence[Instance], timeout_s: float) -> dict[str, Any]:
@@ -434,13 +437,15 @@ def answer_query(query: EvalQuery, ask: Ask, instances: Sequence[Instance], time
         "targets": [{"center": list(b.center), "size": list(b.size), "yaw": b.yaw} for b in query.targets],
         "target_ids": list(query.target_ids), "references": list(query.answers), "value": query.value,
         "caption_object_id": object_id if query.task == "caption" else None,
+        "caption_box": next((i.to_json() for i in instances if i.instance_id == object_id), None)
+        if query.task == "caption" else None,
         "iou": scores.get("iou", scores.get("caption_iou")), "scores": scores, "hit": is_hit(query.task, scores),
     }
 
 
 def is_hit(task: str, scores: Mapping[str, float]) -> Optional[bool]:
-    """The one pass/fail a report colours a query by: Acc@0.25, F1@0.25 = 1, exact, MRA >= 0.5, hit@0.25."""
-    for key, passing in (("acc@0.25", 1.0), ("f1@0.25", 1.0), ("exact", 1.0), ("mra", 0.5), ("hit@0.25", 1.0)):
+    """The one pass/fail a report colours a query by: Acc@0.25, F1@0.25 = 1, EM, MRA >= 0.5, hit@0.25."""
+    for key, passing in (("acc@0.25", 1.0), ("f1@0.25", 1.0), ("EM", 1.0), ("mra", 0.5), ("hit@0.25", 1.0)):
         if key in scores:
             return bool(scores[key] >= passing)
     return None
@@ -462,7 +467,69 @@ def latency_summary(latencies_s: Sequence[float]) -> dict[str, float]:
             "mean_s": float(a.mean()), "max_s": float(a.max()), "n": float(len(a))}
 
 
-def aggregate(rows: Sequence[Mapping[str, Any]], load: QueryLoad) -> dict[str, Any]:
+BENCHMARK_FORMATS = ("scanrefer", "multi3drefer", "scanqa", "sqa3d", "scan2cap")
+
+
+def _box_or_none(d: Optional[Mapping[str, Any]]) -> Optional[OrientedBox3D]:
+    if not d:
+        return None
+    return OrientedBox3D(tuple(d["center"]), tuple(d["size"]), float(d.get("yaw", 0.0)))  # type: ignore[arg-type]
+
+
+def benchmark_scores(rows: Sequence[Mapping[str, Any]], source_format: str,
+                     caption_metrics: bool = True) -> dict[str, Any]:
+    """The benchmark evaluators' corpus numbers (:mod:`scene_vlm_ros.eval.benchmark_metrics`) for a
+    benchmark query file: ScanRefer Acc@k overall/unique/multiple (axis-aligned IoU, the benchmark's
+    convention, and oriented), Multi3DRefer F1@k per eval_type, ScanQA/SQA3D EM, refined EM and the
+    caption metrics (per question type for SQA3D), Scan2Cap m@kIoU. Caption metrics need Java: when
+    they cannot run, ``caption_metrics_error`` says why and the other numbers stay.
+    """
+    from . import benchmark_metrics as bm
+    from .caption_metrics import CaptionScorerError
+
+    if source_format not in BENCHMARK_FORMATS or not rows:
+        return {}
+    scorers: tuple[str, ...] = bm.CAPTION_SCORERS if caption_metrics else ()
+    out: dict[str, Any] = {"format": source_format}
+    boxes = [_box_or_none(r["boxes"][0]) if r["boxes"] and r["error_code"] in ("SUCCESS", "NO_MATCH") else None
+             for r in rows]
+    targets = [[_box_or_none(t) for t in r["targets"]] for r in rows]
+    try:
+        if source_format == "scanrefer":
+            splits = [r["split"] if r["split"] in bm.GROUNDING_SPLITS else None for r in rows]
+            for convention in bm.BOX_CONVENTIONS:
+                res = bm.grounding_accuracy(boxes, [t[0] for t in targets], splits, convention=convention)
+                res.pop("ious")
+                out[convention] = res
+        elif source_format == "multi3drefer":
+            preds = [[_box_or_none(b) for b in r["boxes"]] if r["error_code"] in ("SUCCESS", "NO_MATCH") else []
+                     for r in rows]
+            for convention in bm.BOX_CONVENTIONS:
+                res = bm.multi3drefer_f1(preds, targets, [r["split"] for r in rows], convention=convention)
+                res.pop("per_item")
+                out[convention] = res
+        elif source_format in ("scanqa", "sqa3d"):
+            answered = [r for r in rows if r["references"]]
+            if answered:
+                types = [r["split"] for r in answered] if source_format == "sqa3d" else None
+                res = bm.qa_metrics([r["answer"] for r in answered], [r["references"] for r in answered], types,
+                                    caption_scorers=scorers)
+                res.pop("per_item")
+                out.update(res)
+        else:  # scan2cap: one caption per ground-truth object
+            if scorers:
+                res = bm.scan2cap_metrics([r["answer"] for r in rows], [_box_or_none(r["caption_box"]) for r in rows],
+                                          [t[0] for t in targets], [r["references"] for r in rows],
+                                          convention="aabb", caption_scorers=scorers)
+                res.pop("per_item")
+                res.pop("ious")
+                out.update(res)
+    except CaptionScorerError as exc:
+        out["caption_metrics_error"] = str(exc)
+    return out
+
+
+def aggregate(rows: Sequence[Mapping[str, Any]], load: QueryLoad, caption_metrics: bool = True) -> dict[str, Any]:
     """``metrics.json``'s scores: per task (overall and per split), counts, error codes, rejections."""
     by_task: dict[str, list] = defaultdict(list)
     for r in rows:
@@ -486,4 +553,5 @@ def aggregate(rows: Sequence[Mapping[str, Any]], load: QueryLoad) -> dict[str, A
         "rejected": dict(load.rejected), "skipped": dict(load.skipped), "rejection_examples": dict(load.examples),
         "latency": latency_summary([r["latency_s"] for r in rows]),
         "query_format": load.source_format,
+        "benchmark": benchmark_scores(rows, load.source_format, caption_metrics),
     }

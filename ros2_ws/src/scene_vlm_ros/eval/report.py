@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -241,13 +242,13 @@ tr.miss td:first-child{border-left:4px solid #e62828}
 
 def _headline(metrics: Mapping[str, Any]) -> list[tuple[str, str]]:
     cards = []
-    keys = {"grounding": "acc@0.25", "multi_grounding": "f1@0.25", "qa": "exact", "spatial": "mra",
+    keys = {"grounding": "acc@0.25", "multi_grounding": "f1@0.25", "qa": "EM", "spatial": "mra",
             "caption": "hit@0.25"}
     for task, m in metrics.get("tasks", {}).items():
         key = keys.get(task)
         overall = m["overall"]
         if key not in overall and task in ("qa", "spatial"):
-            key = "mra" if "mra" in overall else "exact"
+            key = "mra" if "mra" in overall else "EM"
         if key in overall:
             cards.append((f"{task} {key} (n={int(overall['n'])})", f"{overall[key]:.3f}"))
     lat = metrics.get("latency", {})
@@ -298,6 +299,11 @@ def build_report(
         parts.append(f"<h3>{html.escape(task)}</h3>" + _table(["split", "n", *keys], table_rows))
         parts.append("<p>error codes: " + html.escape(", ".join(f"{k} {v}" for k, v in m["error_codes"].items()))
                      + "</p>")
+    bench = metrics.get("benchmark") or {}
+    if bench:
+        parts.append(f"<h3>Benchmark evaluator ({html.escape(str(bench.get('format')))})</h3><pre>"
+                     + html.escape(json.dumps({k: v for k, v in bench.items() if k != "format"}, indent=1))
+                     + "</pre>")
     if metrics.get("rejected") or metrics.get("skipped"):
         rej = [[k, v, "rejected", metrics.get("rejection_examples", {}).get(k, "")]
                for k, v in metrics.get("rejected", {}).items()]
