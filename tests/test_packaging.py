@@ -105,3 +105,17 @@ def test_package_xml_and_setup_agree():
     assert {"rclpy", "scene_vlm_interfaces", "sensor_msgs", "nav_msgs"} <= deps
     iface = ET.parse(ROOT / "ros2_ws/src/scene_vlm_interfaces/package.xml").getroot()
     assert iface.find("export/build_type").text == "ament_cmake"
+
+
+def test_every_shipped_preset_names_real_parameters_with_valid_values() -> None:
+    """config/*.yaml presets (realsense, jetson, gpu, ...) only set declared parameters, to valid values."""
+    from scene_vlm_ros.ros.bringup import load_params_file
+
+    presets = sorted((ROOT / "config").glob("*.yaml"))
+    assert {p.name for p in presets} >= {"scene_vlm.yaml", "realsense.yaml"}
+    for preset in presets:
+        values = load_params_file(preset)
+        assert values, preset.name
+        for name, value in values.items():
+            assert name in PARAMETERS, f"{preset.name}: unknown parameter {name}"
+            assert validate_value(name, value) is None, f"{preset.name}: {validate_value(name, value)}"

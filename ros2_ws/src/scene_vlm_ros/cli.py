@@ -61,11 +61,14 @@ def map_(
     no_mask: Annotated[bool, typer.Option(help="Ignore instance masks in the source.")] = False,
     no_geometry: Annotated[bool, typer.Option(help="No geometric-segmentation instances.")] = False,
     max_frames: Annotated[Optional[int], typer.Option(help="Stop after this many frames.")] = None,
+    max_rate_hz: Annotated[float, typer.Option(help="Integration-rate policy (the node's mapping.max_rate_hz); "
+                                                    "0 = every frame.")] = 0.0,
     question: Annotated[str, typer.Option(help="Question for the example prompt written beside the map.")] = (
         "where is the table?"),
 ) -> None:
     """Fuse a bag or dataset into a scene memory: objects.json, stats.json, memory/, bev.png, frames/, prompt.json."""
     from .commands.map import map_command
+    from .core.mapping_worker import MappingWorkerConfig
     from .core.memory import MemoryConfig, SceneMemory
     from .vlm.artifacts import write_prompt_artifacts
 
@@ -73,7 +76,7 @@ def map_(
     cfg = MemoryConfig(voxel_size_m=voxel_size_m, use_detector=detector_dir is not None,
                        detector_model_dir=str(detector_dir) if detector_dir else None, use_mask=not no_mask,
                        use_geometry=not no_geometry)
-    stats = map_command(source, out, cfg, max_frames)
+    stats = map_command(source, out, cfg, max_frames, worker_config=MappingWorkerConfig(max_rate_hz=max_rate_hz))
     snap = SceneMemory.load(out / "memory").snapshot(refresh=True)
     write_prompt_artifacts(snap, out, question=question)
     typer.echo(json.dumps({k: v for k, v in stats.items() if k != "memory"}, indent=2, default=str))
@@ -269,6 +272,18 @@ def bench_recognition_cmd(ctx: typer.Context) -> None:
     from .commands.bench_recognition import main as bench_recognition_main
 
     code = bench_recognition_main(list(ctx.args))
+    if code:
+        raise typer.Exit(code=code)
+
+
+@bench_app.command("ingest", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+                   add_help_option=False)
+def bench_ingest_cmd(ctx: typer.Context) -> None:
+    """Node and player in separate processes at 1.0x: frames published/received/integrated/skipped/dropped,
+    integration p50/p95, recall vs the offline map (BAG [--rate R] [--set name=value] [--out F]; --help)."""
+    from .commands.bench_ingest import main as bench_ingest_main
+
+    code = bench_ingest_main(list(ctx.args))
     if code:
         raise typer.Exit(code=code)
 

@@ -204,9 +204,18 @@ def bench_ingest(
         gt_objects, _ = read_ground_truth(gt_path)
         result["recall_live"] = instance_recall(_boxes_from_msgs(objects), gt_objects)
         if offline:
+            from ..core.mapping_worker import MappingWorkerConfig
+            from ..ros.bringup import load_params_file
+            from ..ros.params import PARAMETERS
             from .map import map_source
 
-            memory, stats = map_source(bag)
+            # The offline map with the node's own mapping policy (rate, refresh), as the node ran it.
+            values = {k: v[0] for k, v in PARAMETERS.items()}
+            values.update(load_params_file(config))
+            values.update(sets)
+            memory, stats = map_source(bag, worker_config=MappingWorkerConfig(
+                queue_size=10_000, max_rate_hz=float(values["mapping.max_rate_hz"]),
+                refresh_period_s=float(values["mapping.refresh_period_s"])))
             snap = memory.snapshot(allow_stale=True)
             result["recall_offline"] = instance_recall(snap.instances, gt_objects)
             result["instances_offline"] = len(snap.instances)

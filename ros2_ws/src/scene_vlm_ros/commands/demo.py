@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -51,14 +53,18 @@ def _extrinsic_param(T: np.ndarray) -> list[float]:
 
 
 def _wait_settled(node: Any, timeout_s: float = 30.0) -> int:
+    """Wait until the node's mapping worker has integrated what it was given and refreshed the map."""
     last, since = -1, time.monotonic()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        n = node.memory.snapshot().n_frames_integrated
+        n = node.mapper.integrated
         if n != last:
             last, since = n, time.monotonic()
-        elif time.monotonic() - since > 1.5:
+        elif time.monotonic() - since > 1.5 and node.mapper.queue_depth == 0:
             break
+        time.sleep(0.1)
+    while time.monotonic() < deadline and node.mapper.refreshed_frames < node.memory.snapshot(
+            allow_stale=True).n_frames_integrated:
         time.sleep(0.1)
     return last
 
@@ -80,7 +86,7 @@ def map_kitchen(kitchen_dir: Path, out: Path) -> Optional[dict]:
 
 
 def run_demo(out: Path = Path("out/demo"), frames: int = 150, width: int = 640, height: int = 480,
-             seed: int = 0, rate: float = 0.5, with_kitchen: bool = True) -> dict:
+             seed: int = 0, rate: float = 1.0, with_kitchen: bool = True) -> dict:
     import rclpy
 
     from scene_vlm_interfaces.srv import SceneQuery
@@ -93,7 +99,6 @@ def run_demo(out: Path = Path("out/demo"), frames: int = 150, width: int = 640, 
     from ..paths import find_shared
     from ..ros.bringup import Bringup
     from ..ros.conversions import box_to_oriented_box
-    from ..ros.replay_node import BagReplayer
     from ..ros.scene_vlm_node import SERVICE_QOS
     from ..vlm.artifacts import write_prompt_artifacts
     from .make_bag import make_bag
@@ -119,21 +124,34 @@ def run_demo(out: Path = Path("out/demo"), frames: int = 150, width: int = 640, 
     domain = int(os.environ.get("ROS_DOMAIN_ID", "0"))
     rows: list[dict] = []
     with Bringup(params, domain_id=domain) as graph:
-        replayer = BagReplayer(bag, rate=rate, context=graph.context)
-        replayer.prepare()
-        graph.add_node(replayer)
-        replayer.wait_for_subscribers(["/camera/depth/image_raw", "/odom"])
+        # The player runs in a process of its own at the recorded rate, as a camera driver does.
+        player = subprocess.Popen(
+            [sys.executable, "-c", "from scene_vlm_ros.cli import main; main()", "replay", str(bag), "--rate",
+             str(rate), "--wait-for", "/camera/depth/image_raw", "--wait-for", "/odom"],
+            env={**os.environ, "ROS_DOMAIN_ID": str(domain)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
         n_images = summary["topics"].get("/camera/depth/image_raw", summary["frames"])
-        with Progress(TextColumn("replaying"), BarColumn(), TextColumn("{task.completed}/{task.total} frames"),
-                      TimeElapsedColumn(), console=console) as bar:
-            task = bar.add_task("replay", total=n_images)
-            replayer.play(on_message=lambda topic, _s: bar.advance(task) if topic.endswith("depth/image_raw")
-                          else None)
+        with Progress(TextColumn("replaying (player process, {task.fields[rate]}x)"), BarColumn(),
+                      TextColumn("{task.completed}/{task.total} depth images received"), TimeElapsedColumn(),
+                      console=console) as bar:
+            task = bar.add_task("replay", total=n_images, rate=rate)
+            while player.poll() is None:
+                bar.update(task, completed=graph.node.pipeline.received.get("depth", 0))
+                time.sleep(0.1)
+            bar.update(task, completed=graph.node.pipeline.received.get("depth", 0))
+        stdout, stderr = player.communicate()
+        if player.returncode != 0:
+            raise RuntimeError(f"the player failed: {stderr[-2000:]}")
+        published = json.loads(stdout.strip().splitlines()[-1])["published"]
         n_integrated = _wait_settled(graph.node)
         snap = graph.node.memory.snapshot(refresh=True)
         diag = {kv.key: kv.value for kv in graph.node.diagnostics().values}
-        console.print(f"integrated {n_integrated}/{n_images} frames, {len(snap.instances)} instances, "
-                      f"integration p50 {diag.get('integration_ms_p50')} ms / p95 {diag.get('integration_ms_p95')} ms")
+        dropped = {k[len("dropped_"):]: v for k, v in diag.items() if k.startswith("dropped_")}
+        console.print(
+            f"published {published.get('/camera/depth/image_raw')} frames, received {diag.get('frames_received')}, "
+            f"integrated {n_integrated}, skipped by the {params.get('mapping.max_rate_hz', 15.0)} Hz rate policy "
+            f"{diag.get('frames_skipped_by_rate_policy')}, dropped {dropped or 'none'}; {len(snap.instances)} "
+            f"instances; integration p50 {diag.get('integration_ms_p50')} ms / p95 {diag.get('integration_ms_p95')} ms")
 
         console.rule("[bold]3. /scene_query through a real service client")
         client_node = rclpy.create_node("scene_vlm_demo_client", context=graph.context)
@@ -180,7 +198,8 @@ def run_demo(out: Path = Path("out/demo"), frames: int = 150, width: int = 640, 
         kitchen = map_kitchen(kitchen_dir, out / "kitchen")
         console.print(f"kitchen: {kitchen['frames']} frames, {kitchen['instances']} instances -> {out / 'kitchen'}")
     report = {
-        "frames_in_bag": summary["frames"], "frames_integrated": n_integrated, "instances": len(snap.instances),
+        "frames_in_bag": summary["frames"], "frames_published": published.get("/camera/depth/image_raw"),
+        "frames_integrated": n_integrated, "instances": len(snap.instances),
         "gt_objects": len(gt_objects), "diagnostics": diag, "questions": rows, "summary": summarise(rows),
         "prompt_artifacts": artifacts, "kitchen": kitchen, "wall_s": time.monotonic() - t_start,
     }

@@ -136,6 +136,7 @@ def map_command(
     config: Optional[MemoryConfig] = None,
     max_frames: Optional[int] = None,
     progress: bool = True,
+    worker_config: Optional[MappingWorkerConfig] = None,
 ) -> dict:
     """Fuse every frame of ``source`` into a fresh memory and write the outputs into ``out``.
 
@@ -143,7 +144,7 @@ def map_command(
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    memory, stats = map_source(source, config, max_frames=max_frames, progress=progress)
+    memory, stats = map_source(source, config, max_frames=max_frames, progress=progress, worker_config=worker_config)
     snap = memory.snapshot(allow_stale=True)
     (out / "objects.json").write_text(json.dumps([inst.to_json() for inst in snap.instances], indent=2))
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
