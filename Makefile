@@ -3,6 +3,15 @@
 SHELL := /bin/bash
 RUN := scripts/with_env.sh
 PYTEST_ARGS ?=
+# ROS 2 distribution: kilted (default; the .venv of requirements.lock) or jazzy (`make test ROS_DISTRO=jazzy`:
+# .venv-jazzy with requirements-jazzy.lock over .venv, see scripts/setup.d/11-ros-jazzy.sh). Only a
+# command-line value counts: a sourced /opt/ros/<distro>/setup.bash exports ROS_DISTRO as well.
+ifeq ($(origin ROS_DISTRO),command line)
+ifeq ($(filter $(ROS_DISTRO),kilted jazzy),)
+$(error ROS_DISTRO=$(ROS_DISTRO): use kilted or jazzy)
+endif
+export SCENE_VLM_ROS_DISTRO := $(ROS_DISTRO)
+endif
 
 .PHONY: help setup test demo soak bench lint clean
 
@@ -12,6 +21,7 @@ help:
 	@echo "make soak   - slow tests and long benchmarks"
 	@echo "make bench  - all benchmarks, figures to out/bench/*.json"
 	@echo "make lint   - ruff"
+	@echo "             (any target with ROS_DISTRO=jazzy runs against ROS 2 Jazzy instead of Kilted)"
 
 setup:
 	@bash scripts/setup.sh
