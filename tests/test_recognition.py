@@ -479,3 +479,16 @@ def test_table_and_the_chairs_against_it_are_separate_segments():
     assert ext[0] == pytest.approx(1.6, abs=0.05) and ext[1] == pytest.approx(0.92, abs=0.05), ext
     b1, b2 = holding(back1), holding(back2)
     assert len(b1) == len(b2) == 1 and len({t, b1[0], b2[0]}) == 3
+
+
+def test_carved_cup_keeps_its_id_across_refreshes(table_with_cup):
+    table_seg, _, cup_view = table_with_cup
+    evidence = [_ev("cup", 0.9, cup_view)] * 2 + [_ev("diningtable", 0.6, table_seg[::3])]
+    m = InstanceMap(InstanceParams())
+    ids = []
+    for stamp in (1.0, 2.0, 3.0):
+        segs, labels = label_segments([_seg(table_seg)], evidence)
+        m.update_geometry(segs, stamp, labels)
+        ids.append(sorted((i.label, i.instance_id) for i in m.instances()))
+    assert ids[0] == ids[1] == ids[2] and [lab for lab, _ in ids[0]] == ["cup", "diningtable"]
+    assert not [e for e in m.events if e["type"] in ("merge", "split", "removed")]

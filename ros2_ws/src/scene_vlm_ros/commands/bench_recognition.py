@@ -110,6 +110,14 @@ def best_table_segment(snapshot: SceneSnapshot) -> Optional[dict]:
             "xy_iou_with_real": round(_xy_iou_with_real_table(best), 3), **footprint_m(best)}
 
 
+def _event_counts(memory: SceneMemory) -> dict[str, int]:
+    """Instance events over the run by type (create/merge/split/removed/label): ID stability."""
+    out: dict[str, int] = {}
+    for e in memory.events:
+        out[e["type"]] = out.get(e["type"], 0) + 1
+    return dict(sorted(out.items()))
+
+
 def _labels(snapshot: SceneSnapshot) -> dict[str, int]:
     out: dict[str, int] = {}
     for inst in snapshot.instances:
@@ -152,7 +160,7 @@ def kitchen_row(kitchen_dir: Path, source: str, dirs: dict[str, Path]) -> dict:
     real = real_table_footprint_m()
     row: dict[str, Any] = {"source": source, "wall_s": round(wall_s, 1), **_timing(stats),
                            "instances": len(snap.instances), "labels": _labels(snap), "answers": answers,
-                           "table_segment": best_table_segment(snap)}
+                           "table_segment": best_table_segment(snap), "instance_events": _event_counts(memory)}
     if table is not None:
         fp = footprint_m(table)
         row["table"] = {"instance_id": int(table.instance_id), "label": table.label, "score": round(table.score, 2),

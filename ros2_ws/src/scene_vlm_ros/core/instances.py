@@ -385,6 +385,13 @@ class InstanceMap:
                 continue
             overlaps = sorted(((self._overlap(t.keys, _KeySet(keys)), i) for i, t in geo.items()), reverse=True)
             hits = [i for ov, i in overlaps if ov >= p.assoc_min_overlap]
+            seg_label = votes[si].label if votes is not None else ""
+            if seg_label:
+                # A named segment goes to the instance of its own name when it overlaps one, and
+                # never merges instances named otherwise (a cup carved out of a table shares
+                # cells with the table's instance but is not the table).
+                same = [i for i in hits if self._tracks[i].label()[0] in ("", seg_label)]
+                hits = same or hits[:1]
             if len(hits) > 1:
                 kept = min(hits)
                 for other in hits:
