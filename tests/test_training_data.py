@@ -12,9 +12,6 @@ import pytest
 
 pytest.importorskip("scene_vlm_training", reason="install the training package: pip install -e training/")
 
-from scene_vlm_ros.vlm.parsing import instances_for, parse_answer  # noqa: E402
-from scene_vlm_ros.vlm.prompts import build_prompt  # noqa: E402
-from scene_vlm_ros.vlm.types import Task  # noqa: E402
 from scene_vlm_training.config import BuildDataConfig, from_dict  # noqa: E402
 from scene_vlm_training.data import store  # noqa: E402
 from scene_vlm_training.data.build import (  # noqa: E402
@@ -26,6 +23,10 @@ from scene_vlm_training.data.build import (  # noqa: E402
     run_build,
     synthetic_scene,
 )
+
+from scene_vlm_ros.vlm.parsing import instances_for, parse_answer  # noqa: E402
+from scene_vlm_ros.vlm.prompts import build_prompt  # noqa: E402
+from scene_vlm_ros.vlm.types import Task  # noqa: E402
 
 SYN = {"seeds": [0, 4], "n_frames": 40, "width": 160, "height": 120, "max_questions_per_task": 5}
 
