@@ -6,8 +6,8 @@ Parameters come from YAML first, then from explicit overrides only:
   3. the launch arguments below that are *set*: every one defaults to empty, which means "keep the
      YAML's value" (a non-empty default would silently win over the parameter file).
 
-``autostart`` (default true) lets the node configure and activate itself; set ``autostart:=false``
-when a lifecycle manager (nav2_lifecycle_manager) drives it. Without ROS launch tooling (PyPI
+``autostart`` (the YAML's default: true) lets the node configure and activate itself; set
+``autostart:=false`` when a lifecycle manager (nav2_lifecycle_manager) drives it. Without ROS launch tooling (PyPI
 installs), ``scene-vlm run --config config/scene_vlm.yaml`` starts the same node in-process.
 ``rviz:=true`` also opens rviz2 with config/scene_vlm.rviz (BEV image, object markers, map cloud,
 query result, TF).
@@ -97,8 +97,8 @@ def generate_launch_description() -> LaunchDescription:
                               description="Parameter file of the scene_vlm node"),
         DeclareLaunchArgument("preset", default_value="",
                               description=f"Empty, or a preset layered on the config: {' | '.join(PRESETS)}"),
-        DeclareLaunchArgument("autostart", default_value="true",
-                              description="Configure and activate on start; false under a lifecycle manager"),
+        DeclareLaunchArgument("autostart", default_value="",
+                              description="false under a lifecycle manager (empty: keep the YAML's autostart, true)"),
         DeclareLaunchArgument("log_level", default_value="info", description="debug | info | warn | error"),
         DeclareLaunchArgument("rviz", default_value="false",
                               description="Also start rviz2 with config/scene_vlm.rviz (needs rviz2 installed)"),

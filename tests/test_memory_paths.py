@@ -84,3 +84,85 @@ def test_nothing_is_created(tmp_path: Path) -> None:
     root = tmp_path / "not_yet"
     resolve_memory_dir(root, "a/b/c")
     assert not root.exists()
+
+
+# ---- the node's ~/save_memory and ~/load_memory (in-process graph) ---------------------------------------------
+
+QUIET = {"publish.bev_period_s": 0.0, "publish.cloud_period_s": 0.0, "publish.diagnostics_period_s": 0.0,
+         "publish.objects_period_s": 0.0, "model.backend": "fallback"}
+
+
+def _graph(root: Path, **params: object):
+    pytest.importorskip("rclpy")
+    from scene_vlm_ros.ros.bringup import Bringup
+    from tests.rosutil import fresh_domain
+
+    return Bringup({**QUIET, "memory.root_dir": str(root), **params}, domain_id=fresh_domain())
+
+
+def _services(graph):
+    from scene_vlm_interfaces.srv import LoadMemory, SaveMemory
+    from tests.rosutil import make_client_node
+
+    client = make_client_node(graph, "memory_client")
+    return (client.create_client(SaveMemory, "/scene_vlm/save_memory"),
+            client.create_client(LoadMemory, "/scene_vlm/load_memory"))
+
+
+def _tree(path: Path) -> list[str]:
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*")) if path.exists() else []
+
+
+@pytest.mark.ros
+def test_node_saves_and_loads_only_inside_the_root(tmp_path: Path) -> None:
+    from scene_vlm_interfaces.srv import LoadMemory, SaveMemory
+    from scene_vlm_ros.datasets.render import generate_sequence
+    from scene_vlm_ros.datasets.synthetic import generate_layout
+    from tests.rosutil import call
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    outside.mkdir()
+    with _graph(root) as graph:
+        for f in generate_sequence(generate_layout(0), n_frames=2, width=160, height=120, seed=0):
+            graph.node.memory.integrate(f.frame)
+        save, load = _services(graph)
+        before = _tree(tmp_path)
+        for name in ("../outside/evil", str(outside / "evil"), "~/evil", "a/../../outside"):
+            resp = call(save, SaveMemory.Request(directory=name))
+            assert not resp.success and resp.message.startswith("refused:"), (name, resp.message)
+            resp = call(load, LoadMemory.Request(directory=name))
+            assert not resp.success and resp.message.startswith("refused:"), (name, resp.message)
+        root.mkdir(exist_ok=True)
+        (root / "escape").symlink_to(outside, target_is_directory=True)
+        resp = call(save, SaveMemory.Request(directory="escape"))
+        assert not resp.success and "outside memory.root_dir" in resp.message
+        assert _tree(outside) == [] and _tree(tmp_path) == sorted([*before, "root", "root/escape"])
+
+        resp = call(save, SaveMemory.Request(directory="kitchen"))
+        assert resp.success, resp.message
+        assert (root / "kitchen" / "manifest.json").is_file()
+        resp = call(load, LoadMemory.Request(directory="kitchen"))
+        assert resp.success and "(odom)" in resp.message, resp.message
+        assert _tree(outside) == []
+
+
+@pytest.mark.ros
+def test_node_refuses_a_memory_saved_in_another_frame(tmp_path: Path) -> None:
+    from scene_vlm_interfaces.srv import LoadMemory, SaveMemory
+    from scene_vlm_ros.datasets.render import generate_sequence
+    from scene_vlm_ros.datasets.synthetic import generate_layout
+    from tests.rosutil import call
+
+    root = tmp_path / "root"
+    with _graph(root, map_frame="odom", pose_source="odometry") as graph:
+        for f in generate_sequence(generate_layout(0), n_frames=2, width=160, height=120, seed=0):
+            graph.node.memory.integrate(f.frame)
+        save, _load = _services(graph)
+        assert call(save, SaveMemory.Request(directory="odom_map")).success
+    with _graph(root, map_frame="map", pose_source="odometry") as graph:
+        _save, load = _services(graph)
+        memory_before = graph.node.memory
+        resp = call(load, LoadMemory.Request(directory="odom_map"))
+        assert not resp.success
+        assert "in frame 'odom'" in resp.message and "maps in 'map'" in resp.message, resp.message
+        assert graph.node.memory is memory_before, "the current memory must be kept"

@@ -11,7 +11,7 @@ import pytest
 from scene_vlm_ros.core.geometry import make_transform, quat_xyzw_to_matrix, rot_z
 from scene_vlm_ros.core.sync import interpolate_pose
 from scene_vlm_ros.ros import tf_poses
-from scene_vlm_ros.ros.tf_poses import OdometryCameraPoses, make_camera_poses, transform_to_matrix
+from scene_vlm_ros.ros.tf_poses import make_camera_poses, transform_to_matrix
 from tests.rosutil import fresh_domain, wait_until
 
 # base_link -> camera optical (x right, y down, z forward), 1.2 m up, 0.1 m forward
@@ -40,31 +40,17 @@ def test_transform_message_to_matrix() -> None:
     np.testing.assert_allclose(transform_to_matrix(msg), T_BASE_CAMERA, atol=1e-12)
 
 
-def test_odometry_fallback_interpolates_and_applies_the_extrinsic() -> None:
-    poses = OdometryCameraPoses(T_BASE_CAMERA, odom_frame="odom")
-    assert poses.lookup("camera_optical", 10 * S).status == "wait"
-    poses.add_odometry(10 * S, T_ODOM_BASE_0)
-    poses.add_odometry(11 * S, T_ODOM_BASE_1)
-    got = poses.lookup("camera_optical", 10 * S + S // 4)
-    assert got.status == "ok" and got.frame == "odom"
-    np.testing.assert_allclose(got.T_world_camera, interpolate_pose(T_ODOM_BASE_0, T_ODOM_BASE_1, 0.25) @ T_BASE_CAMERA,
-                               atol=1e-9)
-    assert poses.lookup("camera_optical", 12 * S).status == "wait"
-    assert poses.lookup("camera_optical", 5 * S).status == "too_old"
-
-
 def test_mode_is_logged_and_fallback_used_without_tf2(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tf_poses, "tf2_available", lambda: False)
     log = _Log()
-    poses = make_camera_poses(None, "map", T_BASE_CAMERA, "auto", odom_frame="odom", logger=log)
-    assert isinstance(poses, OdometryCameraPoses) and poses.mode == "odometry" and poses.map_frame == "odom"
-    assert log.lines == ["camera poses from odometry + camera_extrinsic in frame odom (tf2_ros is not importable)"]
+    assert make_camera_poses(None, "map", "auto", odom_frame="odom", logger=log) is None
+    assert log.lines == ["camera poses from odometry + camera extrinsic, map in frame odom (tf2_ros is not importable)"]
     with pytest.raises(ValueError, match="tf2_ros is not importable"):
-        make_camera_poses(None, "map", T_BASE_CAMERA, "tf", logger=log)
+        make_camera_poses(None, "map", "tf", logger=log)
     with pytest.raises(ValueError, match="not one of"):
-        make_camera_poses(None, "map", T_BASE_CAMERA, "gps", logger=log)
-    odo = make_camera_poses(None, "map", T_BASE_CAMERA, "odometry", logger=log)
-    assert odo.mode == "odometry" and log.lines[-1].endswith("(requested)")
+        make_camera_poses(None, "map", "gps", logger=log)
+    assert make_camera_poses(None, "map", "odometry", logger=log) is None
+    assert log.lines[-1].endswith("(requested)")
 
 
 def _tf_msg(parent: str, child: str, T: np.ndarray, stamp_ns: int):  # noqa: N803
@@ -99,7 +85,7 @@ def test_tf_lookup_chains_map_odom_base_camera_over_dds() -> None:
         executor.add_node(node)
         threading.Thread(target=executor.spin, daemon=True).start()
         log = _Log()
-        poses = make_camera_poses(node, "map", T_BASE_CAMERA, "auto", logger=log)
+        poses = make_camera_poses(node, "map", "auto", logger=log)
         assert poses.mode == "tf"
         assert log.lines == ["camera poses from TF: map <- image frame_id at each image stamp (tf2_ros)"]
 
@@ -121,6 +107,7 @@ def test_tf_lookup_chains_map_odom_base_camera_over_dds() -> None:
 
         assert wait_until(ready, timeout_s=20, period_s=0.2), poses.lookup("camera_optical", stamp).reason
         got = poses.lookup("camera_optical", stamp)
+        assert poses.camera_pose("camera_optical", stamp)[1] == "ok"
         expected = T_MAP_ODOM @ interpolate_pose(T_ODOM_BASE_0, T_ODOM_BASE_1, 0.5) @ T_BASE_CAMERA
         assert got.frame == "map"
         np.testing.assert_allclose(got.T_world_camera, expected, atol=1e-6)

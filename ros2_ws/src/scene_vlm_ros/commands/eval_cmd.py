@@ -348,15 +348,16 @@ def live_answerer(setup: EvalSetup, out: Path, bar: _Progress) -> Answerer:
 
     from scene_vlm_interfaces.srv import ListObjects, SaveMemory, SceneQuery
 
-    from ..ros.replay_node import BagReplayer
-
     from ..paths import use_fastdds_profile
+    from ..ros.replay_node import BagReplayer
 
     # The replayer here publishes the images: its shared-memory segment must hold camera-rate
     # frames (the node process inherits the same profile through the environment).
     use_fastdds_profile()
     info = bag_calibration(setup.source, setup.topics)
-    proc = None if setup.attach else _start_node_process(node_parameters(setup, info), out / "node.log")
+    # The node saves its memory only inside memory.root_dir: the run's directory, memory "memory".
+    proc = None if setup.attach else _start_node_process(
+        {**node_parameters(setup, info), "memory.root_dir": str(out.resolve())}, out / "node.log")
     ctx = rclpy.context.Context()
     rclpy.init(context=ctx)
     executor = SingleThreadedExecutor(context=ctx)
@@ -479,7 +480,7 @@ def _saved_snapshot(save_client: Any, call: Callable, srv: Any, directory: Path)
     from ..core.memory import SceneMemory
 
     req = srv.Request()
-    req.directory = str(directory.resolve())
+    req.directory = directory.name  # a name inside the node's memory.root_dir (an attached node: its own root)
     resp = call(save_client, req, 60.0)
     if resp is None or not resp.success:
         logger.warning("the node did not save its memory (%s); the report has no scene pictures",

@@ -113,9 +113,13 @@ class FramePipeline:
     """
 
     def __init__(self, T_base_camera: Optional[np.ndarray] = None, config: Optional[PipelineConfig] = None,  # noqa: N803
-                 clock: Optional[Callable[[], float]] = None):
+                 clock: Optional[Callable[[], float]] = None,
+                 camera_pose: Optional[Callable[[str, int], tuple[Optional[np.ndarray], str]]] = None):
         import time
 
+        #: TF mode (the node with tf2_ros): ``camera_pose(image frame_id, stamp_ns)`` gives
+        #: ``(T_world_camera or None, "ok" | "wait" | "too_old")`` and replaces odometry + extrinsic.
+        self.camera_pose = camera_pose
         self.config = config or PipelineConfig()
         self.T_base_camera = None if T_base_camera is None else np.asarray(T_base_camera, dtype=np.float64)
         self.clock = clock or time.monotonic
@@ -263,20 +267,32 @@ class FramePipeline:
         self.poses.add(stamp_ns, T)
         return self._release()
 
+    def require_mask(self) -> list[RGBDFrame]:
+        """From now on a frame needs its instance mask (a mask publisher exists): the node calls it
+        before the first frame so that no early frame is made without its mask."""
+        if self._mask_seen or not self.config.use_instance_mask:
+            return []
+        return self._assemble(self._switch_to_mask())
+
+    def _switch_to_mask(self) -> list[dict]:
+        self._mask_seen = True
+        old = self._sync
+        self.dropped.update(old.dropped)
+        self._sync = ApproximateTimeSync(
+            ["color", "depth", "mask"], "depth", _ns(self.config.slop_s), self.config.queue_size
+        )
+        # Messages still queued (e.g. the colour image of this very frame) move over to the
+        # new synchroniser; discarding them would silently lose a frame.
+        matched: list[dict] = []
+        for s, items in old.queued().items():
+            for item in items:
+                matched += self._sync.add(s, item.stamp_s, item.value)
+        return matched
+
     def _add_image(self, stream: str, stamp_ns: int, image: np.ndarray, frame_id: str) -> list[RGBDFrame]:
         matched: list[dict] = []
         if stream == "mask" and not self._mask_seen:
-            self._mask_seen = True
-            old = self._sync
-            self.dropped.update(old.dropped)
-            self._sync = ApproximateTimeSync(
-                ["color", "depth", "mask"], "depth", _ns(self.config.slop_s), self.config.queue_size
-            )
-            # Messages still queued (e.g. the colour image of this very frame) move over to the
-            # new synchroniser; discarding them would silently lose a frame.
-            for s, items in old.queued().items():
-                for item in items:
-                    matched += self._sync.add(s, item.stamp_s, item.value)
+            matched += self._switch_to_mask()
         matched += self._sync.add(stream, stamp_ns, (image, frame_id))
         return self._assemble(matched)
 
@@ -332,6 +348,13 @@ class FramePipeline:
             mask = cv2.remap(mask, mx, my, cv2.INTER_NEAREST)
         return color, depth, mask
 
+    def _lookup(self, m: _Matched, give_up: bool = False) -> tuple[Optional[np.ndarray], str]:
+        """Pose of a matched frame: ``T_odom_base`` from the odometry buffer, or in TF mode the
+        whole ``T_world_camera`` from :attr:`camera_pose` (which has no give-up extrapolation)."""
+        if self.camera_pose is not None:
+            return self.camera_pose(m.color_id or m.depth_id, m.stamp_ns)
+        return self.poses.lookup(m.stamp_ns, give_up=give_up)
+
     def _extrinsic(self, frame_id: str) -> Optional[np.ndarray]:
         if frame_id not in self._extrinsics:
             T = self._static_chain(self.base_frame, frame_id) if frame_id else None  # noqa: N806
@@ -357,14 +380,14 @@ class FramePipeline:
         out: list[RGBDFrame] = []
         while self._waiting:
             m = self._waiting[0]
-            T_odom_base, status = self.poses.lookup(m.stamp_ns)  # noqa: N806
+            T_odom_base, status = self._lookup(m)  # noqa: N806
             if status == "wait" or self.calibration is None:
                 # Image time is the clock here: odometry (or camera info) that lags, or never
                 # comes, by more than pose_max_wait_s behind the newest image gives up on this
                 # frame (after a last try at the newest pose within max_extrapolation_s).
                 if not (final or self._waiting[-1].stamp_ns - m.stamp_ns > _ns(self.config.pose_max_wait_s)):
                     break
-                T_odom_base, status = self.poses.lookup(m.stamp_ns, give_up=True)  # noqa: N806
+                T_odom_base, status = self._lookup(m, give_up=True)  # noqa: N806
                 if status == "wait" or self.calibration is None:
                     self._waiting.popleft()
                     self.dropped["no_camera_info" if self.calibration is None else "no_pose"] += 1
@@ -374,7 +397,8 @@ class FramePipeline:
                 self.dropped["pose_too_old"] += 1
                 continue
             frame_id = m.color_id or m.depth_id
-            T_base_camera = self._extrinsic(frame_id)  # noqa: N806
+            # TF mode: the looked-up pose already ends at the camera (world <- image frame_id).
+            T_base_camera = np.eye(4) if self.camera_pose is not None else self._extrinsic(frame_id)  # noqa: N806
             if T_base_camera is None:
                 self.dropped["no_extrinsic"] += 1
                 self._warn_once("extrinsic", f"no transform {self.base_frame} -> '{frame_id}' on /tf_static "

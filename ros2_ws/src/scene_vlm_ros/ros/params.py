@@ -35,7 +35,17 @@ PARAMETERS: dict[str, tuple[Any, str, Optional[tuple[float, float]], Optional[tu
     "camera_extrinsic": ([0.1, 0.0, 1.2, -0.5474, 0.5474, -0.4476, 0.4476],
                          "Static T_base_camera_optical as [x, y, z, qx, qy, qz, qw] (m; optical frame: x right, "
                          "y down, z forward). Used because tf2_ros is not available from PyPI.", None, None),
-    "map_frame": ("odom", "Frame of the map, the answers' boxes and the published markers.", None, None),
+    "map_frame": ("odom", "Frame of the map, the answers' boxes, the published markers and saved memories (map with "
+                          "a localiser publishing map -> odom on TF, else odom).", None, None),
+    "pose_source": ("auto", "Camera poses: tf (map_frame <- the images' frame_id at each image stamp, through "
+                            "tf2_ros), odometry (topics.odom + camera_extrinsic / tf_static), or auto (tf when tf2_ros "
+                            "is importable).", None, ("auto", "tf", "odometry")),
+    "autostart": (True, "Configure and activate on start (scene_vlm_node, ros2 launch; scene-vlm run always "
+                        "does). false: stay unconfigured until a lifecycle manager (Nav2's lifecycle_manager) "
+                        "drives the transitions.", None, None),
+    "memory.root_dir": ("~/.ros/scene_vlm/memories", "Directory holding saved scene memories; ~/save_memory and "
+                                                     "~/load_memory name a memory inside it (absolute paths, '..' "
+                                                     "and symlinks out of it are refused).", None, None),
     # -- time sync -------------------------------------------------------------------------------
     "sync.slop_s": (0.02, "Largest stamp difference (s) between colour, depth and mask of one frame.",
                     (0.0005, 1.0), None),

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Optional, Protocol
 
-__all__ = ["QueryActionServer", "QueryJob", "WorkerQueryJob"]
+__all__ = ["FinishedJob", "QueryActionServer", "QueryJob", "WorkerQueryJob"]
 
 ACTION_NAME = "~/query"
 
@@ -37,6 +37,24 @@ class QueryJob(Protocol):
 
     def cancel(self) -> None:
         """Stop the work if possible; the job's result is no longer needed."""
+
+
+class FinishedJob:
+    """A goal answered at once (INVALID_REQUEST, NO_MAP_YET, ...): no worker involved."""
+
+    stage = "done"
+
+    def __init__(self, result: Any) -> None:
+        self._result = result
+
+    def wait(self, timeout_s: float) -> bool:
+        return True
+
+    def result(self) -> Any:
+        return self._result
+
+    def cancel(self) -> None:
+        pass
 
 
 class WorkerQueryJob:

@@ -21,7 +21,6 @@ MODEL_UNAVAILABLE on every query, the node keeps mapping), subscriptions start i
 from __future__ import annotations
 
 import gc
-import logging
 import os
 import threading
 import time
@@ -39,21 +38,38 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.task import Future
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
+from scene_vlm_interfaces.action import SceneQuery as SceneQueryAction
 from scene_vlm_interfaces.msg import InstanceLabelArray
 from scene_vlm_interfaces.srv import ListObjects, LoadMemory, SaveMemory, SceneQuery
 
 from ..core import decode
 from ..core.geometry import make_transform, quat_xyzw_to_matrix
 from ..core.mapping_worker import MappingWorker, MappingWorkerConfig
+from ..core.memory_paths import MemoryPathError, resolve_memory_dir
 from ..core.pipeline import FramePipeline, PipelineConfig, feed_health
 from ..vlm.engine import ErrorCode, QueryEngine, QueryRequest, QueryResult, QueryWorker, validate_request
 from ..vlm.types import ModelUnavailableError, Task, VLMBackend
 from . import conversions as conv
+from .log_bridge import install_log_bridge
 from .params import PARAMETERS, NodeConfig, validate_value
+from .query_action import FinishedJob, QueryActionServer, QueryJob, WorkerQueryJob
+from .tf_poses import TfCameraPoses, make_camera_poses
+from .vision_out import VisionOutputs
 
 NODE_NAME = "scene_vlm"
+
+#: Parameters a running node applies at once (to the next query, the next timer tick); every other
+#: parameter is read in on_configure, so changing it while configured is refused with the transitions
+#: that make it take effect.
+RUNTIME_PARAMETERS = frozenset({
+    "query.timeout_s", "query.n_frames", "query.image_size_px", "query.max_question_chars",
+    "publish.bev_period_s", "publish.objects_period_s", "publish.cloud_period_s", "publish.cloud_max_points",
+    "publish.diagnostics_period_s", "diagnostics.stale_warn_s", "diagnostics.stale_error_s", "autostart",
+    "memory.root_dir",
+})
 
 #: QoS of /scene_query (clients sending bursts should use it too: the default keeps only 10).
 SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
@@ -148,6 +164,12 @@ class SceneVlmNode(LifecycleNode):
         self._timers: list[Any] = []
         self._pubs: dict[str, Any] = {}
         self._t_activated = 0.0
+        self._tf_poses: Optional[TfCameraPoses] = None
+        self._active = False
+        self._vision: Optional[VisionOutputs] = None
+        # core/ and vlm/ log through Python logging: forward them to this node's logger (/rosout).
+        self._log_bridge = install_log_bridge(self.get_logger(), exclusive=False)
+        self._mask_checked = False
 
         # Services exist from construction on, so a client always gets an answer with a reason
         # (NO_MAP_YET before configure/activate), never a silent wait.
@@ -158,16 +180,42 @@ class SceneVlmNode(LifecycleNode):
         self.create_service(ListObjects, "~/list_objects", self._on_list_objects, callback_group=self._query_group)
         self.create_service(SaveMemory, "~/save_memory", self._on_save_memory, callback_group=self._memory_group)
         self.create_service(LoadMemory, "~/load_memory", self._on_load_memory, callback_group=self._memory_group)
+        # The same query as an action: feedback while the model works, and cancel.
+        self._query_action = QueryActionServer(self, self._start_query_job)
 
     # -- parameters ------------------------------------------------------------------------------
     def _on_set_parameters(self, params: list[rclpy.parameter.Parameter]) -> SetParametersResult:
+        """Validate; while configured, apply the :data:`RUNTIME_PARAMETERS` at once and refuse the
+        others with the lifecycle transitions that would make them take effect."""
+        configured = self.worker is not None
         for p in params:
             if p.name not in PARAMETERS:
                 continue
             reason = validate_value(p.name, p.value)
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
+            if configured and p.name not in RUNTIME_PARAMETERS and p.value != self.cfg[p.name]:
+                return SetParametersResult(successful=False, reason=(
+                    f"{p.name} is read when the node is configured: deactivate and clean up the node (lifecycle "
+                    f"transitions 'deactivate' then 'cleanup'), set it, then 'configure' and 'activate' again"))
+        if configured:
+            self._apply_runtime({p.name: p.value for p in params if p.name in RUNTIME_PARAMETERS})
         return SetParametersResult(successful=True)
+
+    def _apply_runtime(self, changes: dict[str, Any]) -> None:
+        """Make run-time parameter changes take effect: the query worker and engine read them for
+        the next query, timers are re-created with their new periods."""
+        if not changes:
+            return
+        self.cfg.values.update(changes)
+        worker = self.worker
+        if worker is not None:
+            worker.default_timeout_s = float(self.cfg["query.timeout_s"])
+            worker.engine.n_frames = int(self.cfg["query.n_frames"])
+            worker.engine.image_size_px = int(self.cfg["query.image_size_px"])
+        if any(name.startswith("publish.") and name.endswith("_period_s") for name in changes) and self._active:
+            self._start_timers()
+        self.get_logger().info("applied at run time: " + ", ".join(f"{k}={v}" for k, v in sorted(changes.items())))
 
     def _read_config(self) -> NodeConfig:
         cfg = NodeConfig()
@@ -192,6 +240,15 @@ class SceneVlmNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         ext = np.asarray(cfg["camera_extrinsic"], dtype=np.float64)
         T_base_camera = make_transform(quat_xyzw_to_matrix(ext[3:]), ext[:3])
+        try:
+            self._tf_poses = make_camera_poses(self, cfg["map_frame"], cfg["pose_source"], logger=self.get_logger())
+        except ValueError as exc:
+            self.get_logger().error(f"configure failed: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        if self._tf_poses is None and cfg["map_frame"] not in ("odom", ""):
+            self.get_logger().warning(
+                f"map_frame is '{cfg['map_frame']}' but poses come from odometry: the map is in the odometry "
+                "frame; boxes are labelled with map_frame only")
         self.pipeline = FramePipeline(
             T_base_camera,
             PipelineConfig(
@@ -199,6 +256,7 @@ class SceneVlmNode(LifecycleNode):
                 pose_max_wait_s=cfg["sync.pose_max_wait_s"], pending_max=cfg["sync.pose_queue_size"],
                 use_instance_mask=cfg["use_instance_mask"],
             ),
+            camera_pose=self._tf_poses.camera_pose if self._tf_poses is not None else None,
         )
         self.mapper = MappingWorker(self.memory, MappingWorkerConfig(
             queue_size=cfg["sync.mapping_queue_size"], max_rate_hz=cfg["mapping.max_rate_hz"],
@@ -216,6 +274,7 @@ class SceneVlmNode(LifecycleNode):
             "query_result": self.create_publisher(MarkerArray, "~/query_result", 1),
             "diagnostics": self.create_publisher(DiagnosticArray, "/diagnostics", 10),
         }
+        self._vision = VisionOutputs(self)
         self.get_logger().info(
             f"configured: map frame '{cfg['map_frame']}', voxel {cfg['mapping.voxel_size_m']} m, "
             f"model backend '{cfg['model.backend']}' ({'ready' if self.backend else self.backend_error})"
@@ -267,22 +326,15 @@ class SceneVlmNode(LifecycleNode):
                 CompressedImage if compressed else Image, topic,
                 (lambda raw, s=stream, c=compressed: self._feed_raw_image(s, raw, c)), qos,
                 callback_group=g, raw=True))
-        periods = {
-            "publish.bev_period_s": self._publish_bev,
-            "publish.objects_period_s": self._publish_objects,
-            "publish.cloud_period_s": self._publish_cloud,
-            "publish.diagnostics_period_s": self._publish_diagnostics,
-        }
-        self._timers = [
-            self.create_timer(cfg[name], cb, callback_group=self._timer_group)
-            for name, cb in periods.items() if cfg[name] > 0
-        ]
+        self._start_timers()
+        self._active = True
         self._t_activated = time.monotonic()
         # Everything allocated so far (modules, typestores, the model) lives as long as the node:
         # move it out of the cyclic GC's reach, so full collections stay short and do not stall
         # the mapping thread while they hold the GIL.
         gc.collect()
         gc.freeze()
+        self._mask_checked = False
         self.mapper.start()
         self.get_logger().info(
             f"active: listening on {cfg['topics.color']}, {cfg['topics.depth']}, {cfg['topics.camera_info']}, "
@@ -290,12 +342,28 @@ class SceneVlmNode(LifecycleNode):
         )
         return super().on_activate(state)
 
+    def _start_timers(self) -> None:
+        """(Re)create the output timers with the current periods (0 = off)."""
+        for t in self._timers:
+            self.destroy_timer(t)
+        periods = {
+            "publish.bev_period_s": self._publish_bev,
+            "publish.objects_period_s": self._publish_objects,
+            "publish.cloud_period_s": self._publish_cloud,
+            "publish.diagnostics_period_s": self._publish_diagnostics,
+        }
+        self._timers = [
+            self.create_timer(self.cfg[name], cb, callback_group=self._timer_group)
+            for name, cb in periods.items() if self.cfg[name] > 0
+        ]
+
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         for s in self._subs:
             self.destroy_subscription(s)
         for t in self._timers:
             self.destroy_timer(t)
         self._subs, self._timers = [], []
+        self._active = False
         if self.mapper is not None:
             self.mapper.stop()
         return super().on_deactivate(state)
@@ -308,6 +376,10 @@ class SceneVlmNode(LifecycleNode):
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
+    def destroy_node(self) -> None:
+        self._log_bridge.remove()
+        super().destroy_node()
+
     def _release(self) -> None:
         if self.mapper is not None:
             self.mapper.stop()
@@ -317,6 +389,11 @@ class SceneVlmNode(LifecycleNode):
             self.backend.unload()
         for pub in self._pubs.values():
             self.destroy_publisher(pub)
+        if self._vision is not None:
+            self._vision.destroy(self)
+        if self._tf_poses is not None:
+            self._tf_poses.close()
+        self._vision, self._tf_poses = None, None
         self.worker, self.backend, self.memory, self.pipeline, self._pubs = None, None, None, None, {}
         self.mapper = None
         self.backend_error = "the node is not configured"
@@ -336,7 +413,7 @@ class SceneVlmNode(LifecycleNode):
                              reliability=ReliabilityPolicy.RELIABLE)
         self._subs.append(self.create_subscription(
             TFMessage, "/tf_static", lambda m: self._feed("tf_static", m), latched, callback_group=group))
-        if not self.cfg["topics.odom"]:
+        if not self.cfg["topics.odom"] and self._tf_poses is None:
             self._subs.append(self.create_subscription(
                 TFMessage, "/tf", lambda m: self._feed("tf", m), QoSProfile(depth=100), callback_group=group))
 
@@ -350,6 +427,15 @@ class SceneVlmNode(LifecycleNode):
         mapper.submit(frames)
 
     def _feed_raw_image(self, stream: str, raw: bytes, compressed: bool) -> None:
+        if stream == "depth" and not self._mask_checked and self.pipeline is not None:
+            # A mask publisher exists: make frames wait for their masks from the very first one
+            # (else the first frames fuse as geometry-only instances).
+            self._mask_checked = True
+            if self.cfg["use_instance_mask"] and self.count_publishers(self.cfg["topics.instance_mask"]) > 0:
+                with self._pipeline_lock:
+                    frames = self.pipeline.require_mask()
+                if self.mapper is not None:
+                    self.mapper.submit(frames)
         try:
             msg = decode.parse_compressed_image_cdr(raw) if compressed else decode.parse_image_cdr(raw)
         except decode.MessageConversionError as exc:
@@ -360,7 +446,8 @@ class SceneVlmNode(LifecycleNode):
         self._feed(stream, msg)
 
     # -- services --------------------------------------------------------------------------------
-    def _fill(self, response: SceneQuery.Response, result: QueryResult) -> SceneQuery.Response:
+    def _fill(self, response: Any, result: QueryResult) -> Any:
+        """Copy a core result into a SceneQuery service response or action result (same fields)."""
         response.error_code = int(result.error_code)
         response.error_msg = result.error_msg
         response.answer = result.answer
@@ -370,45 +457,84 @@ class SceneVlmNode(LifecycleNode):
         response.latency_s = float(result.latency_s)
         return response
 
-    async def _on_scene_query(self, request: SceneQuery.Request, response: SceneQuery.Response) -> Any:
-        t_arrival = time.monotonic()
+    def _prepare_query(self, question: str, task_code: int, object_id: int, timeout_s: float,
+                       t_arrival: float) -> tuple[Optional[QueryRequest], Any, Optional[QueryResult]]:
+        """``(request, snapshot, None)`` for a query the worker should answer, or ``(None, None, result)``
+        when it is answered at once (INVALID_REQUEST, NO_MAP_YET)."""
         try:
-            task = Task.from_srv(request.task)
+            task = Task.from_srv(task_code)
         except ValueError as exc:
-            return self._fill(response, QueryResult(ErrorCode.INVALID_REQUEST, str(exc)))
-        req = QueryRequest(request.question, task, int(request.object_id), float(request.timeout_s))
+            return None, None, QueryResult(ErrorCode.INVALID_REQUEST, str(exc))
+        req = QueryRequest(question, task, int(object_id), float(timeout_s))
         invalid = validate_request(req, self.cfg["query.max_question_chars"])
         if invalid is not None:
             invalid.latency_s = time.monotonic() - t_arrival
-            return self._fill(response, invalid)
+            return None, None, invalid
         memory, worker = self.memory, self.worker
         if memory is None or worker is None:
-            return self._fill(response, QueryResult(
-                ErrorCode.NO_MAP_YET, "the node is not active yet (lifecycle state: not configured)"))
+            return None, None, QueryResult(
+                ErrorCode.NO_MAP_YET, "the node is not active yet (lifecycle state: not configured)")
         snapshot = memory.snapshot(allow_stale=True)
         if snapshot.is_empty:
             with self._pipeline_lock:
                 waiting = self.pipeline.stats() if self.pipeline else {}
-            return self._fill(response, QueryResult(
+            return None, None, QueryResult(
                 ErrorCode.NO_MAP_YET,
                 f"no frame has been integrated yet (received so far: {waiting.get('received', {})}; "
-                f"check the input topics and odometry)",
-                frame_id=self.cfg["map_frame"], latency_s=time.monotonic() - t_arrival))
+                f"check the input topics and {'TF' if self._tf_poses is not None else 'odometry'})",
+                frame_id=self.cfg["map_frame"], latency_s=time.monotonic() - t_arrival)
+        return req, snapshot, None
+
+    def _busy(self, snapshot: Any, t_arrival: float) -> QueryResult:
+        depth = self.worker.queue_depth if self.worker is not None else 0
+        return QueryResult(ErrorCode.BUSY, f"{depth} queries are already waiting; try again later",
+                           snapshot_stamp_s=snapshot.stamp_s, frame_id=snapshot.frame_id,
+                           latency_s=time.monotonic() - t_arrival)
+
+    def _publish_query_outputs(self, result: QueryResult) -> None:
+        """~/query_result markers and ~/query_detections for a successful answer."""
+        if result.error_code != ErrorCode.SUCCESS:
+            return
+        stamp = self.get_clock().now().to_msg()
+        if "query_result" in self._pubs:
+            self._pubs["query_result"].publish(conv.instances_to_markers(
+                result.instances, self.cfg["map_frame"], stamp, ns="query_result", alpha=0.6))
+        if self._vision is not None:
+            header = Header(frame_id=result.frame_id or self.cfg["map_frame"],
+                                 stamp=conv.s_to_stamp(result.snapshot_stamp_s))
+            self._vision.publish_query_result(header, [conv.instance_to_box(i) for i in result.instances])
+
+    async def _on_scene_query(self, request: SceneQuery.Request, response: SceneQuery.Response) -> Any:
+        t_arrival = time.monotonic()
+        req, snapshot, early = self._prepare_query(request.question, request.task, request.object_id,
+                                                   request.timeout_s, t_arrival)
+        if early is not None:
+            return self._fill(response, early)
+        worker = self.worker
         future: Future = Future(executor=self.executor)
         # A done callback makes set_result() from the worker thread wake the executor, which then
         # resumes this coroutine (rclpy polls awaiting tasks only when woken).
         future.add_done_callback(lambda _f: None)
-        if not worker.submit(req, snapshot, future.set_result, t_arrival=t_arrival):
-            return self._fill(response, QueryResult(
-                ErrorCode.BUSY, f"{worker.queue_depth} queries are already waiting; try again later",
-                snapshot_stamp_s=snapshot.stamp_s, frame_id=snapshot.frame_id,
-                latency_s=time.monotonic() - t_arrival))
+        if worker is None or not worker.submit(req, snapshot, future.set_result, t_arrival=t_arrival):
+            return self._fill(response, self._busy(snapshot, t_arrival))
         result: QueryResult = await future
-        if result.error_code == ErrorCode.SUCCESS and "query_result" in self._pubs:
-            self._pubs["query_result"].publish(conv.instances_to_markers(
-                result.instances, self.cfg["map_frame"], self.get_clock().now().to_msg(), ns="query_result",
-                alpha=0.6))
+        self._publish_query_outputs(result)
         return self._fill(response, result)
+
+    def _start_query_job(self, goal: SceneQueryAction.Goal) -> QueryJob:
+        """A ~/query goal -> the job the action server waits on (see ros.query_action)."""
+        t_arrival = time.monotonic()
+        req, snapshot, early = self._prepare_query(goal.question, goal.task, goal.object_id, goal.timeout_s,
+                                                   t_arrival)
+        if early is not None:
+            return FinishedJob(self._fill(SceneQueryAction.Result(), early))
+
+        def to_result(result: QueryResult) -> SceneQueryAction.Result:
+            self._publish_query_outputs(result)
+            return self._fill(SceneQueryAction.Result(), result)
+
+        return WorkerQueryJob(self.worker, req, snapshot, to_result,
+                              lambda: self._fill(SceneQueryAction.Result(), self._busy(snapshot, t_arrival)))
 
     def _on_list_objects(self, request: ListObjects.Request, response: ListObjects.Response) -> Any:
         response.header.frame_id = self.cfg["map_frame"]
@@ -421,16 +547,23 @@ class SceneVlmNode(LifecycleNode):
         response.n_frames_integrated = int(snap.n_frames_integrated)
         return response
 
+    def _memory_dir(self, name: str) -> Path:
+        """The directory of the memory ``name`` inside ``memory.root_dir``; raises MemoryPathError."""
+        return resolve_memory_dir(self.cfg["memory.root_dir"], name)
+
     def _on_save_memory(self, request: SaveMemory.Request, response: SaveMemory.Response) -> Any:
         if self.memory is None:
             response.success, response.message = False, "the node is not configured"
             return response
-        if not request.directory.strip():
-            response.success, response.message = False, "directory is empty"
+        try:
+            directory = self._memory_dir(request.directory)
+        except MemoryPathError as exc:  # refused before anything is created
+            self.get_logger().warning(f"~/save_memory refused: {exc}")
+            response.success, response.message = False, f"refused: {exc}"
             return response
         try:
-            self.memory.save(Path(request.directory).expanduser())
-            response.success, response.message = True, f"saved to {request.directory}"
+            self.memory.save(directory)
+            response.success, response.message = True, f"saved '{request.directory.strip()}' to {directory}"
         except Exception as exc:  # disk full, permissions: report, keep the memory
             response.success, response.message = False, f"save failed: {type(exc).__name__}: {exc}"
         return response
@@ -440,18 +573,30 @@ class SceneVlmNode(LifecycleNode):
             response.success, response.message = False, "the node is not configured"
             return response
         try:
+            directory = self._memory_dir(request.directory)
+        except MemoryPathError as exc:
+            self.get_logger().warning(f"~/load_memory refused: {exc}")
+            response.success, response.message = False, f"refused: {exc}"
+            return response
+        try:
             from ..core.memory import SceneMemory
 
-            loaded = SceneMemory.load(Path(request.directory).expanduser())
+            loaded = SceneMemory.load(directory)
         except Exception as exc:  # wrong version, missing files: the current memory stays
             response.success, response.message = False, f"load failed (current memory kept): {exc}"
+            return response
+        saved_frame, map_frame = loaded.config.frame_id, self.cfg["map_frame"]
+        if saved_frame != map_frame:
+            response.success, response.message = False, (
+                f"load refused (current memory kept): '{request.directory.strip()}' is in frame '{saved_frame}' but "
+                f"this node maps in '{map_frame}'; set map_frame to '{saved_frame}' (cleanup, configure) to use it")
             return response
         if self.mapper is not None:
             self.mapper.set_memory(loaded)
         self.memory = loaded
         response.success = True
         response.n_objects = len(loaded.snapshot(allow_stale=True).instances)
-        response.message = f"loaded {response.n_objects} objects from {request.directory}"
+        response.message = f"loaded {response.n_objects} objects ({saved_frame}) from {directory}"
         return response
 
     # -- outputs ---------------------------------------------------------------------------------
@@ -474,6 +619,9 @@ class SceneVlmNode(LifecycleNode):
         snap = self.memory.snapshot(allow_stale=True)
         self._pubs["objects"].publish(conv.instances_to_markers(
             snap.instances, self.cfg["map_frame"], conv.s_to_stamp(snap.stamp_s)))
+        if self._vision is not None:
+            header = Header(frame_id=self.cfg["map_frame"], stamp=conv.s_to_stamp(snap.stamp_s))
+            self._vision.publish_instances(header, [conv.instance_to_box(i) for i in snap.instances])
 
     def _publish_cloud(self) -> None:
         if self.memory is None or self._pubs.get("cloud") is None:
@@ -551,18 +699,22 @@ class SceneVlmNode(LifecycleNode):
 
 
 def main(args: Optional[list[str]] = None) -> None:
-    """Console script ``scene_vlm_node``: configure + activate, then spin until Ctrl-C."""
+    """Console script ``scene_vlm_node``: spin until Ctrl-C; with ``autostart`` true configure and activate
+    first, else wait in the unconfigured state for a lifecycle manager to drive the transitions."""
     from ..paths import use_fastdds_profile
 
-    logging.basicConfig(level=logging.INFO)
     use_fastdds_profile()
     rclpy.init(args=args)
     node = SceneVlmNode()
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     try:
-        node.trigger_configure()
-        node.trigger_activate()
+        if node.get_parameter("autostart").value:
+            if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+                node.trigger_activate()
+        else:
+            node.get_logger().info("autostart is false: unconfigured, waiting for a lifecycle manager "
+                                   "(configure, activate)")
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass  # Ctrl-C: rclpy's signal handler has shut the context down

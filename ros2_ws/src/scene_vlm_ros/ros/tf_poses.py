@@ -1,14 +1,15 @@
 """Camera poses at image stamps: from TF when tf2_ros is importable, else odometry + extrinsic.
 
-Two sources with one interface, ``lookup(frame_id, stamp_ns) -> PoseLookup``:
+Two modes:
 
 - :class:`TfCameraPoses` (mode ``"tf"``): ``T_map_camera`` = the transform ``map_frame <- frame_id``
   at the image's stamp from a ``tf2_ros.Buffer`` fed by a ``TransformListener`` (``/tf`` and
   ``/tf_static``), so ``map -> odom`` from AMCL/slam_toolbox, ``odom -> base_link`` from odometry and
   the URDF's ``base_link -> camera_optical`` all come from where the robot already publishes them.
-- :class:`OdometryCameraPoses` (mode ``"odometry"``): ``T_odom_base`` interpolated from
-  ``nav_msgs/Odometry`` times the ``camera_extrinsic`` parameter; the map is then in the odometry
-  frame. Used when tf2_ros is not importable (PyPI installs without the vendored build).
+- the odometry fallback (mode ``"odometry"``): ``T_odom_base`` interpolated from ``nav_msgs/Odometry``
+  times the camera extrinsic, computed by :class:`~scene_vlm_ros.core.pipeline.FramePipeline`
+  itself; the map is then in the odometry frame. Used when tf2_ros is not importable (PyPI installs
+  without the vendored build) or when asked for.
 
 :func:`make_camera_poses` picks one and logs which, and why.
 """
@@ -22,10 +23,8 @@ from typing import Any, Optional
 import numpy as np
 
 from ..core.geometry import make_transform, quat_xyzw_to_matrix
-from ..core.sync import PoseBuffer
 
-__all__ = ["PoseLookup", "TfCameraPoses", "OdometryCameraPoses", "make_camera_poses", "tf2_available",
-           "transform_to_matrix"]
+__all__ = ["PoseLookup", "TfCameraPoses", "make_camera_poses", "tf2_available", "transform_to_matrix"]
 
 #: Lookup statuses: the pose; not yet (newer transforms may still arrive); never (stamp older than
 #: what is buffered, or the frame is unknown for longer than the caller waits).
@@ -92,55 +91,30 @@ class TfCameraPoses:
             return PoseLookup(None, TOO_OLD if past else WAIT, self.map_frame, f"{type(exc).__name__}: {text}")
         return PoseLookup(transform_to_matrix(tf.transform), OK, self.map_frame)
 
+    def camera_pose(self, frame_id: str, stamp_ns: int) -> tuple[Optional[np.ndarray], str]:
+        """:meth:`lookup` as FramePipeline's ``camera_pose`` hook: ``(T_map_camera or None, status)``."""
+        found = self.lookup(frame_id, stamp_ns)
+        return found.T_world_camera, found.status
+
     def close(self) -> None:
         """Unsubscribe from /tf and /tf_static."""
         self.listener.unregister()
 
 
-class OdometryCameraPoses:
-    """Fallback without TF: ``T_odom_base(stamp) @ T_base_camera`` from buffered odometry.
-
-    Args:
-        T_base_camera: (4, 4) static camera extrinsic (camera optical frame -> base frame, metres),
-            from the ``camera_extrinsic`` parameter.
-        odom_frame: the odometry messages' ``header.frame_id``: the frame the map is built in.
-        max_extrapolation_s: how far past the newest odometry a stamp may be and still get it.
-    """
-
-    mode = "odometry"
-
-    def __init__(self, T_base_camera: np.ndarray, odom_frame: str = "odom",  # noqa: N803
-                 max_age_s: float = 10.0, max_extrapolation_s: float = 0.05) -> None:
-        T = np.asarray(T_base_camera, dtype=np.float64)  # noqa: N806
-        if T.shape != (4, 4):
-            raise ValueError(f"T_base_camera must be (4, 4), got {T.shape}")
-        self.T_base_camera = T
-        self.map_frame = odom_frame
-        self._odometry = PoseBuffer(max_age_s=max_age_s * 1e9, max_extrapolation_s=max_extrapolation_s * 1e9)
-
-    def add_odometry(self, stamp_ns: int, T_odom_base: np.ndarray) -> None:  # noqa: N803
-        """One ``nav_msgs/Odometry`` pose (base frame -> odometry frame) at its stamp."""
-        self._odometry.add(int(stamp_ns), T_odom_base)
-
-    def lookup(self, frame_id: str, stamp_ns: int) -> PoseLookup:
-        """``T_odom_camera`` at ``stamp_ns``; ``frame_id`` is not used (one camera, one extrinsic)."""
-        T_odom_base, status = self._odometry.lookup(int(stamp_ns))  # noqa: N806
-        if T_odom_base is None:
-            why = "no odometry at or after this stamp yet" if status == WAIT else "stamp older than buffered odometry"
-            return PoseLookup(None, status, self.map_frame, why)
-        return PoseLookup(T_odom_base @ self.T_base_camera, OK, self.map_frame)
-
-    def close(self) -> None:
-        self._odometry.clear()
-
-
-def make_camera_poses(node: Any, map_frame: str, T_base_camera: np.ndarray, requested: str = "auto",
-                      odom_frame: str = "odom", logger: Any = None) -> TfCameraPoses | OdometryCameraPoses:
+def make_camera_poses(node: Any, map_frame: str, requested: str = "auto", odom_frame: str = "odom",
+                      logger: Any = None) -> Optional[TfCameraPoses]:
     """The pose source the node runs, logged once at INFO with the reason.
 
     Args:
         requested: ``auto`` (TF when tf2_ros is importable), ``tf`` (fail without it) or ``odometry``.
+        odom_frame: the frame the odometry fallback builds the map in (for the log line).
         logger: where to log the choice (``node.get_logger()`` when None).
+
+    Returns:
+        A :class:`TfCameraPoses`, or None for the odometry fallback: ``T_odom_base`` from
+        ``nav_msgs/Odometry`` interpolated at the image stamp, times the ``base -> camera`` extrinsic
+        (``/tf_static`` or the ``camera_extrinsic`` parameter), which
+        :class:`~scene_vlm_ros.core.pipeline.FramePipeline` computes itself.
 
     Raises:
         ValueError: unknown ``requested``; or ``tf`` requested and tf2_ros not importable.
@@ -150,11 +124,11 @@ def make_camera_poses(node: Any, map_frame: str, T_base_camera: np.ndarray, requ
         raise ValueError(f"pose source {requested!r} is not one of auto, tf, odometry")
     have_tf = tf2_available()
     if requested == "tf" and not have_tf:
-        raise ValueError("pose source 'tf' requested but tf2_ros is not importable (source a ROS install, or "
+        raise ValueError("pose_source 'tf' requested but tf2_ros is not importable (source a ROS install, or "
                          "run set-up with ../shared/vendor present)")
     if requested != "odometry" and have_tf:
         log.info(f"camera poses from TF: {map_frame} <- image frame_id at each image stamp (tf2_ros)")
         return TfCameraPoses(node, map_frame)
     why = "requested" if requested == "odometry" else "tf2_ros is not importable"
-    log.info(f"camera poses from odometry + camera_extrinsic in frame {odom_frame} ({why})")
-    return OdometryCameraPoses(T_base_camera, odom_frame)
+    log.info(f"camera poses from odometry + camera extrinsic, map in frame {odom_frame} ({why})")
+    return None

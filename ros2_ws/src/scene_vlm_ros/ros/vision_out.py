@@ -73,6 +73,13 @@ class VisionOutputs:
         self._detections = node.create_publisher(Detection3DArray, DETECTIONS_TOPIC, qos_depth)
         self._query = node.create_publisher(Detection3DArray, QUERY_DETECTIONS_TOPIC, qos_depth)
 
+    def destroy(self, node: Any) -> None:
+        """Destroy the publishers (node cleanup)."""
+        for pub in (self._detections, self._query):
+            if pub is not None:
+                node.destroy_publisher(pub)
+        self._detections = self._query = None
+
     def publish_instances(self, header: Any, boxes: Iterable[Any]) -> bool:
         """Publish every instance's box; False (nothing sent) without vision_msgs."""
         if self._detections is None:
