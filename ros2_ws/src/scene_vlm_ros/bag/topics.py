@@ -29,6 +29,7 @@ TOPIC_INSTANCES = "/camera/instances/image_raw"
 #: The id -> label table of the instance mask, ``scene_vlm_interfaces/msg/InstanceLabelArray``.
 TOPIC_INSTANCE_LABELS = "/camera/instances/labels"
 
+FRAME_MAP = "map"
 FRAME_ODOM = "odom"
 FRAME_BASE = "base_link"
 FRAME_CAMERA_LINK = "camera_link"

@@ -34,6 +34,7 @@ from .topics import (
     FRAME_BASE,
     FRAME_CAMERA_LINK,
     FRAME_CAMERA_OPTICAL,
+    FRAME_MAP,
     FRAME_ODOM,
     MSGTYPE_CAMERA_INFO,
     MSGTYPE_COMPRESSED_IMAGE,
@@ -124,6 +125,8 @@ class BagWriter:
         depth_encoding: str = "16UC1",
         custom_data: dict[str, str] | None = None,
         compressed: bool = False,
+        odometry: bool = True,
+        T_map_odom: np.ndarray | None = None,  # noqa: N803
     ) -> None:
         if storage not in STORAGE_PLUGINS:
             raise BagWriteError(f"unknown storage {storage!r}; use one of {sorted(STORAGE_PLUGINS)}")
@@ -140,6 +143,12 @@ class BagWriter:
         if T.shape != (4, 4) or not np.all(np.isfinite(T)):
             raise BagWriteError(f"T_base_camera_optical must be a finite 4x4 transform, got shape {T.shape}")
         self.T_base_camera_optical = T
+        #: False: poses only on /tf (a robot whose odometry is not recorded as nav_msgs/Odometry)
+        self.odometry = odometry
+        #: a localiser's map -> odom (e.g. AMCL), written on /tf beside each odom -> base_link
+        self.T_map_odom = None if T_map_odom is None else np.asarray(T_map_odom, dtype=np.float64)
+        if self.T_map_odom is not None and self.T_map_odom.shape != (4, 4):
+            raise BagWriteError(f"T_map_odom must be 4x4, got shape {self.T_map_odom.shape}")
         self.custom_data = {str(k): str(v) for k, v in (custom_data or {}).items()}
         self._writer: Writer | None = None
         self._conns: dict[str, Any] = {}
@@ -220,11 +229,15 @@ class BagWriter:
             self._write(TOPIC_TF_STATIC, m.tf_message(tfs), stamp_ns)
 
     def write_odometry(self, stamp_ns: int, T_odom_base: np.ndarray) -> None:  # noqa: N803
-        """``/odom`` and ``/tf`` (odom -> base_link) at ``stamp_ns``."""
+        """``/odom`` (unless ``odometry=False``) and ``/tf`` (odom -> base_link, and map -> odom when
+        ``T_map_odom`` was given) at ``stamp_ns``."""
         self._before_write(stamp_ns)
-        self._write(TOPIC_ODOM, m.odometry_to_msg(T_odom_base, stamp_ns, FRAME_ODOM, FRAME_BASE), stamp_ns)
-        tf = m.transform_to_msg(T_odom_base, stamp_ns, FRAME_ODOM, FRAME_BASE)
-        self._write(TOPIC_TF, m.tf_message([tf]), stamp_ns)
+        if self.odometry:
+            self._write(TOPIC_ODOM, m.odometry_to_msg(T_odom_base, stamp_ns, FRAME_ODOM, FRAME_BASE), stamp_ns)
+        tfs = [m.transform_to_msg(T_odom_base, stamp_ns, FRAME_ODOM, FRAME_BASE)]
+        if self.T_map_odom is not None:
+            tfs.append(m.transform_to_msg(self.T_map_odom, stamp_ns, FRAME_MAP, FRAME_ODOM))
+        self._write(TOPIC_TF, m.tf_message(tfs), stamp_ns)
 
     def write_frame(self, frame: RGBDFrame, stamp_ns: int | None = None) -> int:
         """Colour, depth, camera info (and instance mask + labels when enabled) of one frame.
@@ -284,6 +297,7 @@ def write_bag(
     with_instances: bool = False,
     overwrite: bool = False,
     start_stamp_ns: int = 0,
+    **writer_options: Any,
 ) -> dict[str, int]:
     """Write ``(RGBDFrame, T_odom_base)`` pairs (odometry at each frame's stamp); returns message counts per topic.
 
@@ -291,7 +305,7 @@ def write_bag(
     tf2 reads time 0 as "latest", so recordings meant for TF consumers should pass an epoch offset
     (``make-bag`` uses :data:`scene_vlm_ros.commands.make_bag.START_STAMP_NS`).
     """
-    with BagWriter(path, T_base_camera_optical, storage, with_instances, overwrite) as writer:
+    with BagWriter(path, T_base_camera_optical, storage, with_instances, overwrite, **writer_options) as writer:
         for frame, T_odom_base in frames:
             stamp = int(start_stamp_ns) + m.seconds_to_ns(frame.stamp_s)
             writer.write_odometry(stamp, T_odom_base)
