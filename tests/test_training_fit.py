@@ -113,15 +113,17 @@ def test_resume_reproduces_the_uninterrupted_losses_exactly(assets: dict[str, Pa
     assert [[h[k] for k in keys] for h in resumed] == [[h[k] for k in keys] for h in full["history"]]
 
 
-def test_lora_trains_adapters_only_and_exports_merged_weights(assets: dict[str, Path]) -> None:
+def test_lora_with_checkpointing_trains_adapters_only_and_exports_merged_weights(assets: dict[str, Path]) -> None:
     pytest.importorskip("peft")
     cfg = _fit_cfg(assets, "run_lora", max_steps=2, save_every_steps=2, **{"model.lora.enabled": "true",
-                                                                            "model.lora.r": 4})
+                                                                            "model.lora.r": 4,
+                                                                            "model.gradient_checkpointing": "true"})
     trainer = Trainer(cfg)
     model = trainer.accelerator.unwrap_model(trainer.model)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad and n.startswith("hf.")]
     assert trainable and all("lora_" in n for n in trainable)
     assert not any("visual" in n for n in trainable)
+    assert model.hf.is_gradient_checkpointing
     trainer.train_step()
     trainer.train_step()
     out = export_checkpoint(trainer.save_checkpoint(), assets["root"] / "export_lora")

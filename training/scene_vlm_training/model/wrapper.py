@@ -53,6 +53,15 @@ class ReconTargets:
     bev_cells: torch.Tensor
 
 
+def enable_activation_checkpointing(hf: Any) -> None:
+    """Recompute the decoder layers in backward (non-reentrant: works with a frozen vision tower)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(hf, "activation_checkpointing_enable"):  # transformers >= 5.x
+        hf.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def check_base_model_dir(model_dir: str | Path) -> None:
     """ValueError (prefixed ``model.base_model_dir``) unless the node's backend would accept the directory."""
     from scene_vlm_ros.vlm.backends.transformers_backend import inspect_checkpoint
@@ -76,7 +85,7 @@ def load_hf_model(model_cfg: ModelConfig, dtype: torch.dtype = torch.float32) ->
         # GPT4Scene freezes the whole visual module (ViT + merger); the LM trains.
         hf.model.visual.requires_grad_(False)
     if model_cfg.gradient_checkpointing:
-        hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(hf)
     if model_cfg.lora.enabled:
         from peft import LoraConfig, get_peft_model
 
