@@ -53,10 +53,13 @@ def tf_graph(tf_scene):
     with Bringup(params, domain_id=fresh_domain()) as g:
         replay_in_own_process(tf_scene["bag"], g.domain_id, rate=1.0,
                               wait_for=("/camera/color/image_raw", "/camera/depth/image_raw", "/tf"))
-        last = -1
-        while wait_until(lambda: g.node.memory.snapshot(allow_stale=True).n_frames_integrated != last, 2.0):
-            last = g.node.memory.snapshot(allow_stale=True).n_frames_integrated
-        wait_until(lambda: g.node.mapper.refreshed_frames >= last, timeout_s=10.0)
+        def integrated() -> int:
+            return g.node.memory.snapshot(allow_stale=True).n_frames_integrated
+
+        seen = [-1]
+        while wait_until(lambda: integrated() != seen[0], 2.0):  # until no new frame for 2 s
+            seen[0] = integrated()
+        wait_until(lambda: g.node.mapper.refreshed_frames >= seen[0], timeout_s=10.0)
         yield g
 
 
@@ -77,7 +80,6 @@ def test_tf_bag_maps_into_map_frame(tf_graph, tf_scene) -> None:
 
 def test_boxes_in_map_match_ground_truth_moved_by_map_odom(tf_graph, tf_scene) -> None:
     from scene_vlm_interfaces.srv import ListObjects
-
     from scene_vlm_ros.core.geometry import box_iou
     from scene_vlm_ros.ros.conversions import box_to_oriented_box
 
