@@ -73,6 +73,7 @@ class EvalSetup:
     limit: Optional[int] = None
     progress: bool = True
     node_name: str = "scene_vlm"
+    max_rate_hz: Optional[float] = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,14 +225,27 @@ class Answerer:
     close: Callable[[], None] = lambda: None
 
 
+def mapping_rate_hz(setup: EvalSetup) -> float:
+    """``--max-rate-hz``, else the node's ``mapping.max_rate_hz`` default (frames/s of sensor time; 0 = all)."""
+    from ..ros.params import PARAMETERS
+
+    return float(setup.max_rate_hz if setup.max_rate_hz is not None else PARAMETERS["mapping.max_rate_hz"][0])
+
+
 def offline_answerer(setup: EvalSetup, backend: Any) -> Answerer:
     """Map the source with map_source, answer on its snapshot with the node's QueryEngine."""
     from ..bag.reader import BagTopics
+    from ..core.mapping_worker import MappingWorkerConfig
+    from ..ros.params import PARAMETERS
     from .map import map_source
 
     timeline = _MappingTimeline()
+    # The node's integration-rate policy and refresh period, so offline maps what the robot maps.
+    worker = MappingWorkerConfig(max_rate_hz=mapping_rate_hz(setup),
+                                 refresh_period_s=float(PARAMETERS["mapping.refresh_period_s"][0]))
     memory, stats = map_source(setup.source, None, topics=BagTopics(**setup.topics), use_mask=setup.use_mask,
-                               max_frames=setup.max_frames, progress=timeline if setup.progress else False)
+                               max_frames=setup.max_frames, progress=timeline if setup.progress else False,
+                               worker_config=worker)
     snapshot = memory.snapshot(refresh=True)
     if len(timeline.samples) < 2 and stats.get("wall_s"):
         timeline.samples.append((float(stats["wall_s"]), int(stats.get("frames_integrated", 0))))
@@ -261,7 +275,7 @@ def node_parameters(setup: EvalSetup, bag_info: dict[str, Any]) -> dict[str, Any
         "model.backend": setup.backend, "query.timeout_s": float(setup.timeout_s),
         "topics.qos_depth": 200, "publish.bev_period_s": 0.0, "publish.cloud_period_s": 0.0,
         "publish.objects_period_s": 0.0, "publish.diagnostics_period_s": 0.5,
-        "use_instance_mask": bool(setup.use_mask),
+        "use_instance_mask": bool(setup.use_mask), "mapping.max_rate_hz": mapping_rate_hz(setup),
     }
     topic_params = {"color": "topics.color", "depth": "topics.depth", "camera_info": "topics.camera_info",
                     "odom": "topics.odom", "instances": "topics.instance_mask",
@@ -477,6 +491,8 @@ def _settle(list_client: Any, call: Callable, srv: Any, quiet_s: float = 2.0, ti
 
 def _saved_snapshot(save_client: Any, call: Callable, srv: Any, directory: Path) -> Optional[SceneSnapshot]:
     """The node's memory saved through /save_memory and loaded here for the report (None on failure)."""
+    import re
+
     from ..core.memory import SceneMemory
 
     req = srv.Request()
@@ -486,6 +502,8 @@ def _saved_snapshot(save_client: Any, call: Callable, srv: Any, directory: Path)
         logger.warning("the node did not save its memory (%s); the report has no scene pictures",
                        getattr(resp, "message", "no response"))
         return None
+    saved = re.search(r" to (/.+)$", resp.message)  # "saved 'NAME' to /abs/dir": an attached node's own root
+    directory = Path(saved.group(1)) if saved else directory
     try:
         return SceneMemory.load(directory).snapshot(refresh=True)
     except Exception as exc:  # a memory we cannot read only costs the report its pictures
@@ -596,6 +614,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> EvalSetup:
     ap.add_argument("--attach", action="store_true", help="--live: use the node already running (do not start one)")
     ap.add_argument("--node-name", default="scene_vlm", help="--live: the node's name (its private services)")
     ap.add_argument("--rate", type=float, default=1.0, help="--live replay rate (1.0 = recorded timing)")
+    ap.add_argument("--max-rate-hz", type=float, default=None,
+                    help="integration-rate policy, frames/s of sensor time (default: the node's mapping.max_rate_hz; "
+                         "0 = every frame)")
     ap.add_argument("--timeout-s", type=float, default=60.0, help="per-query deadline (s)")
     ap.add_argument("--max-frames", type=int, default=None, help="offline: map only the first N frames")
     ap.add_argument("--no-mask", action="store_true", help="ignore a recorded instance mask")
@@ -615,6 +636,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> EvalSetup:
         topics=parse_topics(a.topics), gt=a.gt, benchmark=a.benchmark, scene_id=a.scene_id, live=a.live,
         attach=a.attach, rate=a.rate, timeout_s=a.timeout_s, max_frames=a.max_frames, use_mask=not a.no_mask,
         limit=a.limit, progress=not a.no_progress, node_name=a.node_name,
+        max_rate_hz=a.max_rate_hz,
     )
 
 
