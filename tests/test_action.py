@@ -154,3 +154,60 @@ def test_busy_worker_ends_goal_aborted_with_busy(graph) -> None:
     assert response.status == GoalStatus.STATUS_ABORTED
     assert response.result.error_code == SceneQuery.Result.BUSY and response.result.error_msg == "queue full"
     action_server.destroy()
+
+
+# ---- the node's own ~/query action ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def node_graph():
+    pytest.importorskip("rclpy")
+    from scene_vlm_ros.ros.bringup import Bringup
+    from scene_vlm_ros.vlm.types import GenerationTimeout, VLMBackend
+    from tests.rosutil import make_client_node
+
+    class CancellableSlowBackend(VLMBackend):
+        name = "slow-test"
+        needs_images = False
+
+        def load(self) -> None:
+            pass
+
+        def generate(self, request: Any, *, timeout_s: float, cancel: Any = None) -> str:
+            if cancel is not None and cancel.wait(min(SLOW_ANSWER_S, timeout_s)):
+                raise GenerationTimeout("cancelled")
+            return "No matching object."
+
+    quiet = {"publish.bev_period_s": 0.0, "publish.cloud_period_s": 0.0, "publish.diagnostics_period_s": 0.0,
+             "publish.objects_period_s": 0.0, "query.timeout_s": 60.0}
+    with Bringup(quiet, backend=CancellableSlowBackend(), domain_id=fresh_domain()) as g:
+        g.client_node = make_client_node(g, "action_client")
+        yield g
+
+
+def test_node_action_answers_no_map_yet_then_cancels_promptly(node_graph) -> None:
+    from action_msgs.msg import GoalStatus
+    from rclpy.action import ActionClient
+
+    from scene_vlm_interfaces.action import SceneQuery
+    from scene_vlm_ros.datasets.render import generate_sequence
+    from scene_vlm_ros.datasets.synthetic import generate_layout
+
+    client = ActionClient(node_graph.client_node, SceneQuery, "/scene_vlm/query")
+    assert client.wait_for_server(timeout_sec=10)
+    handle = _wait(client.send_goal_async(SceneQuery.Goal(question="where is the chair?")))
+    early = _wait(handle.get_result_async())
+    assert early.status == GoalStatus.STATUS_ABORTED
+    assert early.result.error_code == SceneQuery.Result.NO_MAP_YET
+
+    for f in generate_sequence(generate_layout(0), n_frames=2, width=160, height=120, seed=0):
+        node_graph.node.memory.integrate(f.frame)
+    feedback: list[Any] = []
+    handle = _wait(client.send_goal_async(SceneQuery.Goal(question="is there a piano?", task=SceneQuery.Goal.QA),
+                                          feedback_callback=lambda m: feedback.append(m.feedback)))
+    assert wait_until(lambda: any(f.stage == "answering" for f in feedback), timeout_s=10)
+    t_cancel = time.monotonic()
+    _wait(handle.cancel_goal_async())
+    response = _wait(handle.get_result_async())
+    assert response.status == GoalStatus.STATUS_CANCELED
+    assert response.result.error_code == SceneQuery.Result.CANCELLED
+    assert time.monotonic() - t_cancel < SLOW_ANSWER_S / 3

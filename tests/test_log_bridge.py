@@ -92,6 +92,8 @@ def test_core_log_reaches_rosout() -> None:
             assert wait_until(lambda: listener.count_publishers("/rosout") >= 2, timeout_s=10)
 
             def arrived() -> bool:
+                # two severities through the one handler (rclpy refuses one call site at two levels)
+                logging.getLogger("scene_vlm_ros.core.memory").info("about to fuse")
                 logging.getLogger("scene_vlm_ros.core.memory").warning("fused %d frames", 3)
                 return any(m.name == "bridge_node" and "fused 3 frames" in m.msg for m in got)
 
@@ -104,3 +106,29 @@ def test_core_log_reaches_rosout() -> None:
     finally:
         executor.shutdown()
         rclpy.shutdown(context=context)
+
+
+@pytest.mark.ros
+def test_the_node_forwards_core_logs_to_rosout() -> None:
+    pytest.importorskip("rclpy")
+    from rcl_interfaces.msg import Log
+    from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
+
+    from scene_vlm_ros.ros.bringup import Bringup
+    from tests.rosutil import make_client_node
+
+    quiet = {"publish.bev_period_s": 0.0, "publish.cloud_period_s": 0.0, "publish.diagnostics_period_s": 0.0,
+             "publish.objects_period_s": 0.0}
+    with Bringup(quiet, domain_id=fresh_domain()) as graph:
+        got: list[Log] = []
+        qos = QoSProfile(depth=100, reliability=QoSReliabilityPolicy.RELIABLE,
+                         durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+        make_client_node(graph, "rosout_reader").create_subscription(Log, "/rosout", got.append, qos)
+
+        def arrived() -> bool:
+            logging.getLogger("scene_vlm_ros.core.fusion").warning("core says hello")
+            return any(m.name == "scene_vlm" and "core says hello" in m.msg for m in got)
+
+        assert wait_until(arrived, timeout_s=15, period_s=0.5)
+    handlers = logging.getLogger("scene_vlm_ros").handlers
+    assert not any(getattr(h, "ros_logger", None) is not None for h in handlers), "bridge left behind"

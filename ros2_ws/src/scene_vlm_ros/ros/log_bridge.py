@@ -9,7 +9,6 @@ logger in the package), and :meth:`RosLogHandler.remove` takes it off again (nod
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 __all__ = ["RosLogHandler", "install_log_bridge", "rcl_method_for"]
@@ -47,8 +46,19 @@ class RosLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             text = self.format(record)
-            method: Callable[[str], Any] = getattr(self.ros_logger, rcl_method_for(record.levelno))
-            method(text)
+            # One call site per severity: rclpy caches each call site's severity and raises
+            # "Logger severity cannot be changed between calls" when one line logs at two levels.
+            method = rcl_method_for(record.levelno)
+            if method == "fatal":
+                self.ros_logger.fatal(text)
+            elif method == "error":
+                self.ros_logger.error(text)
+            elif method == "warning":
+                self.ros_logger.warning(text)
+            elif method == "info":
+                self.ros_logger.info(text)
+            else:
+                self.ros_logger.debug(text)
         except Exception:  # noqa: BLE001 - logging must never take the caller down
             self.handleError(record)
 
