@@ -123,7 +123,7 @@ def test_lora_with_checkpointing_trains_adapters_only_and_exports_merged_weights
     trainable = [n for n, p in model.named_parameters() if p.requires_grad and n.startswith("hf.")]
     assert trainable and all("lora_" in n for n in trainable)
     assert not any("visual" in n for n in trainable)
-    assert model.hf.is_gradient_checkpointing
+    assert model.hf.is_activation_checkpointing
     trainer.train_step()
     trainer.train_step()
     out = export_checkpoint(trainer.save_checkpoint(), assets["root"] / "export_lora")
