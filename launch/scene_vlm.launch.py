@@ -2,7 +2,8 @@
 
 Parameters come from YAML first, then from explicit overrides only:
   1. ``config`` (default: the installed config/scene_vlm.yaml),
-  2. ``preset`` (empty, ``jetson`` or ``gpu``: config/<preset>.yaml layered on top),
+  2. ``preset``: empty, or comma-separated presets layered on top in order, each config/<name>.yaml
+     (hosts: ``jetson``, ``gpu``; cameras: ``realsense``; e.g. ``preset:=realsense,jetson``),
   3. the launch arguments below that are *set*: every one defaults to empty, which means "keep the
      YAML's value" (a non-empty default would silently win over the parameter file).
 
@@ -40,7 +41,8 @@ OVERRIDES: dict[str, tuple[str, type, str]] = {
     "camera_info_topic": ("topics.camera_info", str, "CameraInfo topic"),
     "odom_topic": ("topics.odom", str, "nav_msgs/Odometry topic"),
 }
-PRESETS = ("jetson", "gpu")
+#: presets shipped in config/ (any other config/<name>.yaml in the share directory works too)
+PRESETS = ("jetson", "gpu", "realsense")
 
 
 def _typed(value: str, kind: type, argument: str) -> object:
@@ -57,15 +59,17 @@ def parameter_list(config: str, preset: str, share: str, arguments: dict[str, st
 
     Args:
         config: path of the base parameter file.
-        preset: "" or one of :data:`PRESETS`.
+        preset: "" or comma-separated preset names (config/<name>.yaml in ``share``), applied in order.
         share: the package's share directory (where config/<preset>.yaml is installed).
         arguments: launch argument name -> its value as text ("" = not set).
     """
     files: list[object] = [config]
-    if preset:
-        if preset not in PRESETS:
-            raise ValueError(f"launch argument preset:={preset!r} must be empty or one of {list(PRESETS)}")
-        files.append(os.path.join(share, "config", f"{preset}.yaml"))
+    for name in filter(None, (p.strip() for p in preset.split(","))):
+        path = os.path.join(share, "config", f"{name}.yaml")
+        if name == "scene_vlm" or not os.path.isfile(path):
+            raise ValueError(f"launch argument preset: {name!r} is not a preset in {os.path.join(share, 'config')} "
+                             f"(shipped: {', '.join(PRESETS)})")
+        files.append(path)
     overrides = {OVERRIDES[name][0]: _typed(value, OVERRIDES[name][1], name)
                  for name, value in arguments.items() if name in OVERRIDES and value.strip() != ""}
     autostart = arguments.get("autostart", "").strip()
@@ -96,7 +100,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("config", default_value=os.path.join(share, "config", "scene_vlm.yaml"),
                               description="Parameter file of the scene_vlm node"),
         DeclareLaunchArgument("preset", default_value="",
-                              description=f"Empty, or a preset layered on the config: {' | '.join(PRESETS)}"),
+                              description=f"Empty, or presets layered on the config, comma-separated: "
+                                          f"{', '.join(PRESETS)}"),
         DeclareLaunchArgument("autostart", default_value="",
                               description="false under a lifecycle manager (empty: keep the YAML's autostart, true)"),
         DeclareLaunchArgument("log_level", default_value="info", description="debug | info | warn | error"),

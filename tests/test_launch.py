@@ -86,14 +86,17 @@ def test_parameter_list_yaml_first_then_set_arguments_only(tmp_path: Path) -> No
     mod = _launch_module()
     unset = {name: "" for name in mod.OVERRIDES}
     assert mod.parameter_list("/c.yaml", "", "/share", {**unset, "autostart": ""}) == ["/c.yaml"]
-    params = mod.parameter_list("/c.yaml", "jetson", "/share",
+    share = str(ROOT)  # the repository has the installed share directory's config/ layout
+    params = mod.parameter_list("/c.yaml", "realsense, jetson", share,
                                 {**unset, "model_dtype": "float16", "model_load_in_4bit": "True", "autostart": "false"})
-    assert params == ["/c.yaml", "/share/config/jetson.yaml",
+    assert params == ["/c.yaml", f"{share}/config/realsense.yaml", f"{share}/config/jetson.yaml",
                       {"model.dtype": "float16", "model.load_in_4bit": True, "autostart": False}]
     with pytest.raises(ValueError, match="true or false"):
-        mod.parameter_list("/c.yaml", "", "/share", {"use_sim_time": "yes"})
-    with pytest.raises(ValueError, match="preset"):
-        mod.parameter_list("/c.yaml", "orin", "/share", {})
+        mod.parameter_list("/c.yaml", "", share, {"use_sim_time": "yes"})
+    with pytest.raises(ValueError, match="'orin' is not a preset"):
+        mod.parameter_list("/c.yaml", "orin", share, {})
+    with pytest.raises(ValueError, match="not a preset"):
+        mod.parameter_list("/c.yaml", "scene_vlm", share, {})
 
 
 # ---- end to end: LaunchService + a running node ----------------------------------------------------------
