@@ -103,3 +103,39 @@ def test_launch_ros_finds_scene_vlm_node(built_ws: tuple[Path, dict[str, str]]) 
     assert out.returncode == 0, out.stderr[-3000:]
     exe = Path(out.stdout.strip())
     assert exe == ws / "install" / "scene_vlm_ros" / "lib" / "scene_vlm_ros" / "scene_vlm_node"
+
+
+# ---- ROS 2 Jazzy beside Kilted (make ... ROS_DISTRO=jazzy) ----------------------------------------------------
+
+JAZZY_VENV = Path(__file__).resolve().parents[1] / ".venv-jazzy"
+
+
+def _distro_probe(distro: str) -> dict[str, str]:
+    """Which rclpy (version, location) and interface package a fresh `scripts/with_env.sh` shell gets."""
+    import json
+    import os
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "LD_LIBRARY_PATH", "AMENT_PREFIX_PATH", "CMAKE_PREFIX_PATH",
+                        "_ROS_WHEELS_BOOTSTRAP_COMPLETE", "VIRTUAL_ENV")}
+    env["SCENE_VLM_ROS_DISTRO"] = distro
+    probe = ("import json, rclpy, importlib.metadata as md; import scene_vlm_interfaces.action as a; "
+             "ctx = rclpy.context.Context(); rclpy.init(context=ctx, domain_id=101); n = rclpy.create_node('p', "
+             "context=ctx); n.destroy_node(); rclpy.shutdown(context=ctx); "
+             "print(json.dumps({'version': md.version('ros-rclpy'), 'rclpy': rclpy.__file__, 'iface': a.__file__}))")
+    out = subprocess.run([str(root / "scripts" / "with_env.sh"), "python", "-c", probe], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not (JAZZY_VENV / "bin" / "python").exists(),
+                    reason="no .venv-jazzy: build it with `make setup ROS_DISTRO=jazzy`")
+def test_ros_distro_jazzy_selects_jazzy_wheels_and_its_own_builds() -> None:
+    jazzy = _distro_probe("jazzy")
+    kilted = _distro_probe("kilted")
+    assert jazzy["version"].startswith("7."), jazzy  # rclpy 7.x is Jazzy's
+    assert kilted["version"].startswith("9."), kilted  # 9.x is Kilted's
+    assert "/.venv-jazzy/" in jazzy["rclpy"] and "/ros2_ws/install-jazzy/" in jazzy["iface"]
+    assert "/.venv/" in kilted["rclpy"] and "/ros2_ws/install/" in kilted["iface"]
