@@ -129,6 +129,24 @@ def test_user_bag_and_hand_written_queries(offline_run, user_queries):
     assert _color_pixels(bev, GREEN, 10) > 50 and _color_pixels(bev, RED, 10) > 50
 
 
+def test_report_renders_in_a_browser(offline_run, tmp_path):
+    """The page as a person sees it: headless Chromium renders it with its embedded images decoded."""
+    import shutil
+    import subprocess
+
+    browser = shutil.which("chromium-headless-shell") or shutil.which("chromium")
+    if browser is None:
+        pytest.skip("no headless Chromium (apt-get install chromium-headless-shell)")
+    shot = tmp_path / "report.png"
+    subprocess.run([browser, "--no-sandbox", "--disable-gpu", "--headless", f"--screenshot={shot}",
+                    "--window-size=1200,1400", (offline_run / "report.html").as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    page = np.asarray(Image.open(shot).convert("RGB"))
+    # The BEV (a dark-bordered 768 px picture) is painted: plenty of non-white pixels in the top half.
+    top = page[: page.shape[0] // 2]
+    assert (top.sum(axis=2) < 300).mean() > 0.05
+
+
 def test_generated_queries_through_the_cli(user_bag, tmp_path):
     from typer.testing import CliRunner
 

@@ -169,9 +169,9 @@ def histogram_image(values: Sequence[float], label: str, width: int = 560, heigh
         y0 = int(bottom - (bottom - top) * c / peak)
         cv2.rectangle(canvas, (x0, y0), (max(x0, x1), bottom - 1), (70, 130, 200), -1)
     for frac in (0.0, 0.5, 1.0):
-        label = f"{lo + frac * (hi - lo):.3g}"
-        x = int(left + frac * (right - left)) - int(frac * 7 * len(label))  # the last label ends at the axis end
-        _text(canvas, label, (x, bottom + 16))
+        tick = f"{lo + frac * (hi - lo):.3g}"
+        x = int(left + frac * (right - left)) - int(frac * 7 * len(tick))  # the last tick ends at the axis end
+        _text(canvas, tick, (x, bottom + 16))
     _text(canvas, str(peak), (8, top + 8))
     _text(canvas, "0", (40, bottom))
     _text(canvas, label, (left + (right - left) // 2 - 40, bottom + 34))
