@@ -180,6 +180,11 @@ class _SurfaceMask:
         (_, _), (w, h), _ = cv2.minAreaRect(centres.astype(np.float32))
         return float(max(w, h) + self.cell_m), float(min(w, h) + self.cell_m)
 
+    def fill(self) -> float:
+        """Share (0-1) of its min-area rectangle that the surface covers (1 = a clean slab)."""
+        long_m, short_m = self.extent_m()
+        return float(self.cells.sum()) * self.cell_m**2 / max(long_m * short_m, 1e-9)
+
 
 def surface_mask(xy: np.ndarray, cell_m: float, open_m: float, under_xy: np.ndarray | None = None
                  ) -> _SurfaceMask | None:
@@ -247,8 +252,15 @@ def _split_at_surface(points: np.ndarray, params: SegmentationParams, seed: int 
     inl = np.nonzero(np.abs(points[:, 2] - z_top) < params.plane_distance_m)[0]
     under = (points[:, 2] < z_top - params.surface_free_below_m[0]) & (
         points[:, 2] > z_top - params.surface_free_below_m[1])
-    top_mask = surface_mask(points[inl, :2], params.surface_cell_m, params.surface_open_m, points[under, :2])
-    if top_mask is None or top_mask.extent_m()[0] < params.surface_min_extent_m:
+    # Two readings of the top: without the cells that have surface below them (chair backs, but
+    # also a table's own apron when the camera saw under it) and without that test. The one that
+    # fills its rectangle better is the slab (a top with chairs has their outlines sticking out;
+    # a top eaten by the apron test is left ragged).
+    candidates = [surface_mask(points[inl, :2], params.surface_cell_m, params.surface_open_m, points[under, :2]),
+                  surface_mask(points[inl, :2], params.surface_cell_m, params.surface_open_m)]
+    candidates = [m for m in candidates if m is not None and m.extent_m()[0] >= params.surface_min_extent_m]
+    top_mask = max(candidates, key=lambda m: m.fill(), default=None)
+    if top_mask is None:
         # A counter top has cupboard fronts under its edge and is seen as a narrow strip: no free
         # space below, nothing left after opening, still a top (its main connected piece).
         top_mask = surface_mask(points[inl, :2], params.surface_cell_m, 0.0)
