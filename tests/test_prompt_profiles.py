@@ -77,6 +77,14 @@ def test_gpt4scene_text_matches_their_templates(task, question, object_id, situa
     assert format_question(task, question, object_id=object_id, situation=situation, profile="gpt4scene") == expected
 
 
+def test_profile_templates_are_part_of_the_profile():
+    custom = PromptProfile("terse", 4, 256, None, description_style="benchmark",
+                           grounding_template="Which object is {description}?")
+    assert format_question(Task.GROUNDING, "the red chair.", profile=custom) == "Which object is the red chair?"
+    # Training hashes repr(profile) into the checkpoint's prompt version: a template change must show.
+    assert repr(custom) != repr(PromptProfile("terse", 4, 256, None, description_style="benchmark"))
+
+
 def test_default_profile_keeps_our_request_handling():
     # The default profile strips the spoken request verb; gpt4scene quotes the description as is.
     assert format_question(Task.GROUNDING, "where is the red chair?") == (

@@ -76,6 +76,9 @@ class PromptProfile:
             :func:`description_of`); ``"benchmark"`` drops only one final punctuation mark, as
             Chat-Scene's annotation scripts do with ScanRefer / Multi3DRefer descriptions.
         summary: one line for ``--help`` texts and docs.
+        *_template: the user text per task (``{description}``, ``{question}``, ``{situation}``,
+            ``{obj}`` are filled by :func:`format_question`); part of the profile so that its
+            ``repr`` (which training hashes into the checkpoint's prompt version) covers them.
     """
 
     name: str
@@ -84,6 +87,11 @@ class PromptProfile:
     system_template: str | None
     description_style: str = "request"
     summary: str = ""
+    grounding_template: str = GROUNDING_TEMPLATE
+    multi_grounding_template: str = MULTI_GROUNDING_TEMPLATE
+    caption_template: str = CAPTION_TEMPLATE
+    qa_template: str = QA_TEMPLATE
+    situated_qa_template: str = SITUATED_QA_TEMPLATE
 
     def __post_init__(self) -> None:
         if self.description_style not in ("request", "benchmark"):
@@ -173,17 +181,17 @@ def format_question(
     if task == Task.AUTO:
         task = infer_task(q)
     if task == Task.CAPTION:
-        return CAPTION_TEMPLATE.format(obj=obj_token(object_id))
+        return prof.caption_template.format(obj=obj_token(object_id))
     if not q:
         raise ValueError(f"an empty question cannot be prompted for task {task.value}")
     if task == Task.GROUNDING:
-        return GROUNDING_TEMPLATE.format(description=describe(q))
+        return prof.grounding_template.format(description=describe(q))
     if task == Task.MULTI_GROUNDING:
-        return MULTI_GROUNDING_TEMPLATE.format(description=describe(q))
+        return prof.multi_grounding_template.format(description=describe(q))
     if task == Task.QA:
         if situation and situation.strip():
-            return SITUATED_QA_TEMPLATE.format(situation=situation.strip(), question=q)
-        return QA_TEMPLATE.format(question=q)
+            return prof.situated_qa_template.format(situation=situation.strip(), question=q)
+        return prof.qa_template.format(question=q)
     return q  # Task.SPATIAL
 
 
