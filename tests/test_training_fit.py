@@ -53,7 +53,8 @@ def _fit_cfg(assets: dict[str, Path], out: str, **extra: object) -> FitConfig:
     overrides = [f"data_dir={assets['data']}", f"output_dir={assets['root'] / out}",
                  f"model.base_model_dir={assets['model']}", f"heads.vae_dir={assets['vae']}",
                  "heads.width=32", "heads.depth=1", "heads.num_heads=2", "mixed_precision=no",
-                 "optim.lr=1e-3", "optim.heads_lr=3e-3", "optim.warmup_ratio=0.1", "log_every_steps=5"]
+                 "optim.lr=1e-3", "optim.heads_lr=3e-3", "optim.warmup_ratio=0.1", "log_every_steps=5",
+                 "dataloader_workers=0"]
     overrides += [f"{k}={v}" for k, v in extra.items()]
     return load_config(FitConfig, None, overrides)
 
@@ -101,8 +102,9 @@ def test_chain_losses_fall_export_loads_in_the_node_backend(assets: dict[str, Pa
 
 def test_resume_reproduces_the_uninterrupted_losses_exactly(assets: dict[str, Path]) -> None:
     steps = 6
-    full = fit(_fit_cfg(assets, "run_full", max_steps=steps, save_every_steps=steps, grad_accum_steps=2),
-               progress=False)
+    # The uninterrupted run prefetches with a worker process; the split run loads in-process.
+    full = fit(_fit_cfg(assets, "run_full", max_steps=steps, save_every_steps=steps, grad_accum_steps=2,
+                        dataloader_workers=1), progress=False)
     cfg = _fit_cfg(assets, "run_split", max_steps=steps, save_every_steps=3, grad_accum_steps=2)
     first = fit(cfg, progress=False, stop_after_steps=3)
     assert first["steps"] == 3 and first["last_checkpoint"].endswith("checkpoint-0000003")

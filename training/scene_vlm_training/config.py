@@ -223,6 +223,8 @@ class FitConfig:
             raise ConfigError("model.base_model_dir is required (a local Qwen2-VL checkpoint directory)")
         if self.heads.enabled and not self.heads.vae_dir:
             raise ConfigError("heads.vae_dir is required when heads.enabled (a diffusers AutoencoderKL directory)")
+        if self.dataloader_workers < 0:
+            raise ConfigError("dataloader_workers must be >= 0 (0: load in the training process)")
         if self.micro_batch_size < 1 or self.grad_accum_steps < 1:
             raise ConfigError("micro_batch_size and grad_accum_steps must be >= 1")
         if self.max_steps is not None and self.max_steps < 1:

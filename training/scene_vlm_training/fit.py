@@ -19,6 +19,7 @@ Checkpoint layout (``<output_dir>/checkpoint-<step>/``)::
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -31,7 +32,7 @@ from typing import Any, Optional
 import torch
 
 from .config import FitConfig, save_config
-from .data.dataset import ResumableOrder, SampleDataset, collate
+from .data.dataset import MicroBatchSampler, ResumableOrder, SampleDataset, collate
 from .data.store import DataFormatError
 from .model.vae import VaeTeacher
 from .model.wrapper import HEAD_PREFIXES, HeadGeometry, SceneVLM, check_base_model_dir, load_hf_model
@@ -162,6 +163,8 @@ class Trainer:
         self.model, self.optimizer = acc.prepare(self.model, optimizer)
         acc.register_for_checkpointing(self.scheduler)
         self.step = 0
+        self._loader: Optional[Any] = None
+        self._loader_k = -1
 
     # ---------------------------------------------------------------- data
 
@@ -170,6 +173,21 @@ class Trainer:
         items = [self.dataset[i] for i in self.order.batch(k)]
         return to_device(collate(items, self.pad_id), self.accelerator.device)
 
+    def _next_micro_batch(self, k: int) -> dict[str, Any]:
+        """Micro-batch ``k`` from the prefetching loader (restarted at ``k`` after a resume or a jump)."""
+        if self.cfg.dataloader_workers == 0:
+            return self.micro_batch(k)
+        if self._loader is None or self._loader_k != k:
+            loader = torch.utils.data.DataLoader(
+                self.dataset, batch_sampler=MicroBatchSampler(self.order, k), num_workers=self.cfg.dataloader_workers,
+                collate_fn=functools.partial(collate, pad_token_id=self.pad_id), persistent_workers=False,
+                prefetch_factor=2,
+            )
+            self._loader, self._loader_k = iter(loader), k
+        batch = next(self._loader)
+        self._loader_k = k + 1
+        return to_device(batch, self.accelerator.device)
+
     # ---------------------------------------------------------------- steps
 
     def train_step(self) -> dict[str, float]:
@@ -177,7 +195,7 @@ class Trainer:
         acc, cfg = self.accelerator, self.cfg
         sums: dict[str, float] = defaultdict(float)
         for micro in range(cfg.grad_accum_steps):
-            batch = self.micro_batch(self.step * cfg.grad_accum_steps + micro)
+            batch = self._next_micro_batch(self.step * cfg.grad_accum_steps + micro)
             generator = step_generator(cfg.seed, self.step, micro, acc.process_index)
             with acc.accumulate(self.model):
                 with acc.autocast():

@@ -116,3 +116,20 @@ class ResumableOrder:
         perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
         mine = perm[self.rank :: self.world]
         return [int(i) for i in mine[j * self.mbs : (j + 1) * self.mbs]]
+
+
+class MicroBatchSampler(torch.utils.data.Sampler):
+    """Yields the index lists of micro-batches ``start, start + 1, ...`` of a :class:`ResumableOrder`.
+
+    Used as a DataLoader ``batch_sampler`` so worker processes prepare the next micro-batches while
+    the model trains; starting at ``start`` = step x accumulation resumes the exact order.
+    """
+
+    def __init__(self, order: ResumableOrder, start: int = 0) -> None:
+        self.order, self.start = order, int(start)
+
+    def __iter__(self):  # noqa: ANN204 - an infinite iterator of index lists
+        k = self.start
+        while True:
+            yield self.order.batch(k)
+            k += 1
