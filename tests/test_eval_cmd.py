@@ -168,6 +168,23 @@ def test_generated_queries_through_the_cli(user_bag, tmp_path):
     assert not (tmp_path / "bad" / "metrics.json").exists()
 
 
+def test_seven_scenes_folder(kitchen_dir, tmp_path):
+    """A 7-Scenes folder as SOURCE (the real kitchen slice): mapped offline, asked, reported."""
+    q = tmp_path / "kitchen.json"
+    q.write_text(json.dumps([
+        {"id": "piano", "question": "are there any pianos?", "task": "multi_grounding", "targets": []},
+        {"id": "far", "question": "the table", "task": "grounding",
+         "targets": [{"center": [50.0, 50.0, 0.5], "size": [1.0, 1.0, 1.0]}]},
+    ]))
+    out = tmp_path / "k"
+    assert main([str(kitchen_dir), "--queries", str(q), "--out", str(out), "--max-frames", "15",
+                 "--no-progress"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["source_kind"] == "7scenes" and m["mapping"]["frames_read"] == 15
+    assert m["tasks"]["grounding"]["overall"]["acc@0.25"] == 0.0, "a target 50 m away cannot be hit"
+    assert sum(m["error_codes"].values()) == 2 and (out / "report.html").stat().st_size > 10_000
+
+
 def test_input_errors_are_clear(user_bag, tmp_path):
     bag, _gt = user_bag
     q = tmp_path / "q.json"
@@ -180,6 +197,8 @@ def test_input_errors_are_clear(user_bag, tmp_path):
          "backend transformers"),
         ([str(bag), "--queries", str(q), "--prompt-profile", "gpt5"], "unknown prompt profile"),
         ([str(bag), "--queries", str(q), "--topics", "colour=/x"], "--topics"),
+        ([str(bag), "--queries", str(q), "--gt", str(tmp_path / "missing.gt.json")], "ground-truth file not found"),
+        ([str(bag.parent / "room.gt.json"), "--queries", str(q)], "not a rosbag2 bag"),
     ]
     for argv, message in cases:
         with pytest.raises(EvalInputError, match=message):

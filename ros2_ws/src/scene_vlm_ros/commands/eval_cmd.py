@@ -116,10 +116,14 @@ def load_ground_truth(setup: EvalSetup, kind: str) -> list[GroundTruthObject]:
         raise EvalInputError(f"ground-truth file not found: {setup.gt}")
     if kind == "scannet":
         from ..datasets.scannet import ScanNetScan
+        from ..datasets.seven_scenes import DatasetFormatError
 
-        scan = ScanNetScan(setup.source)
-        if scan.has_ground_truth:
-            return scan.ground_truth_objects()
+        try:
+            scan = ScanNetScan(setup.source)
+            if scan.has_ground_truth:
+                return scan.ground_truth_objects()
+        except (DatasetFormatError, FileNotFoundError) as exc:
+            raise EvalInputError(f"{setup.source}: not a readable ScanNet scan ({exc})") from exc
     return []
 
 
@@ -234,18 +238,27 @@ def mapping_rate_hz(setup: EvalSetup) -> float:
 
 def offline_answerer(setup: EvalSetup, backend: Any) -> Answerer:
     """Map the source with map_source, answer on its snapshot with the node's QueryEngine."""
-    from ..bag.reader import BagTopics
+    from ..bag.reader import BagReadError, BagTopics
     from ..core.mapping_worker import MappingWorkerConfig
+    from ..datasets.seven_scenes import DatasetFormatError
     from ..ros.params import PARAMETERS
-    from .map import map_source
+    from .map import MapSourceError, map_source
 
     timeline = _MappingTimeline()
     # The node's integration-rate policy and refresh period, so offline maps what the robot maps.
     worker = MappingWorkerConfig(max_rate_hz=mapping_rate_hz(setup),
                                  refresh_period_s=float(PARAMETERS["mapping.refresh_period_s"][0]))
-    memory, stats = map_source(setup.source, None, topics=BagTopics(**setup.topics), use_mask=setup.use_mask,
-                               max_frames=setup.max_frames, progress=timeline if setup.progress else False,
-                               worker_config=worker)
+    try:
+        memory, stats = map_source(setup.source, None, topics=BagTopics(**setup.topics), use_mask=setup.use_mask,
+                                   max_frames=setup.max_frames, progress=timeline if setup.progress else False,
+                                   worker_config=worker)
+    except (MapSourceError, BagReadError, DatasetFormatError, FileNotFoundError) as exc:
+        hint = ""
+        if source_kind(setup.source) == "scannet":
+            hint = (f"; if this map_source cannot read ScanNet scans, convert the scan first: scene-vlm make-bag "
+                    f"--source scannet --dataset-dir {setup.source} --out BAG, then evaluate BAG (its BAG.gt.json "
+                    f"holds the scan's objects) with --scene-id {setup.source.name}")
+        raise EvalInputError(f"cannot map {setup.source}: {exc}{hint}") from exc
     snapshot = memory.snapshot(refresh=True)
     if len(timeline.samples) < 2 and stats.get("wall_s"):
         timeline.samples.append((float(stats["wall_s"]), int(stats.get("frames_integrated", 0))))
