@@ -149,3 +149,22 @@ def test_grounding_samples_run_both_heads_with_zero_weight(trainer: Trainer) -> 
         assert all(g is not None for g in grads) and all(float(g.abs().sum()) == 0.0 for g in grads)
     assert model.mask_token.grad is not None
     assert isinstance(targets, ReconTargets)
+
+
+def test_a_padded_batch_gives_the_token_weighted_mean_of_its_samples(trainer: Trainer) -> None:
+    model = trainer.accelerator.unwrap_model(trainer.model).eval()
+    ds = trainer.dataset
+    rows = [i for i, s in enumerate(ds.samples) if s["task"] in ("qa", "spatial")]
+    first = ds[rows[0]]
+    second = next(ds[i] for i in rows[1:] if ds[i]["input_ids"].shape != first["input_ids"].shape)
+    items = [first, second]  # different lengths: the shorter one is right-padded
+    singles = []
+    for it in items:
+        batch = to_device(collate([it], trainer.pad_id), trainer.accelerator.device)
+        singles.append(_losses(model, batch, None))
+    pair = to_device(collate(items, trainer.pad_id), trainer.accelerator.device)
+    assert pair["input_ids"].shape[0] == 2
+    both = _losses(model, pair, None)
+    n = [s["answer_tokens"] for s in singles]
+    expected = (n[0] * singles[0]["text"] + n[1] * singles[1]["text"]) / (n[0] + n[1])
+    assert both["answer_tokens"] == sum(n) and both["text"] == pytest.approx(expected, rel=1e-4)
