@@ -18,7 +18,7 @@ from scene_vlm_ros.bag.topics import FRAME_CAMERA_OPTICAL
 from scene_vlm_ros.core import decode
 from scene_vlm_ros.core.geometry import R_LINK_OPTICAL, make_transform, rot_z
 from scene_vlm_ros.core.mapping_worker import MappingWorker, MappingWorkerConfig
-from scene_vlm_ros.core.pipeline import DROP_REASONS, FramePipeline, feed_health
+from scene_vlm_ros.core.pipeline import DROP_REASONS, FramePipeline, PipelineConfig, feed_health
 from scene_vlm_ros.core.sync import RateWindow
 from scene_vlm_ros.core.types import CameraIntrinsics, RGBDFrame
 
@@ -326,3 +326,34 @@ def test_offline_map_is_identical_run_to_run(small_bag: Path) -> None:
         dumps.append(json.dumps([i.to_json() for i in memory.snapshot(allow_stale=True).instances], sort_keys=True))
         assert stats["frames_integrated"] == 40 and stats["instances"] > 0
     assert dumps[0] == dumps[1]
+
+
+def test_auto_pose_source_falls_back_to_odometry_when_tf_cannot_connect() -> None:
+    """A TF hook that knows nothing of the camera frame (a robot with /odom but no TF tree): after a
+    frame has waited pose_max_wait_s, poses come from odometry + extrinsic, said once; a hook that
+    does connect is used as is and never replaced."""
+    calls: list[str] = []
+
+    def no_tf(frame_id: str, stamp_ns: int):
+        calls.append(frame_id)
+        return None, "unknown"
+
+    p = FramePipeline(T_BASE_CAM, PipelineConfig(pose_max_wait_s=0.1), camera_pose=no_tf)
+    out = []
+    for k in range(6):
+        s = STAMP0 + k * 50_000_000
+        out += _run(p, [("odom", m.odometry_to_msg(make_transform(np.eye(3), [0.1 * k, 0, 0]), s)), *_frame_msgs(s)])
+    assert p.pose_mode == "odometry" and len(out) >= 4
+    last = out[-1]
+    x = round((last.stamp_s - STAMP0 / 1e9) / 0.05) * 0.1
+    np.testing.assert_allclose(last.T_world_camera, make_transform(np.eye(3), [x, 0, 0]) @ T_BASE_CAM, atol=1e-6)
+    assert sum("odometry + extrinsic" in w for w in p.stats()["warnings"]) == 1
+    n_calls = len(calls)
+    _run(p, [("odom", m.odometry_to_msg(np.eye(4), STAMP0 + 10**9)), *_frame_msgs(STAMP0 + 10**9)])
+    assert len(calls) == n_calls  # decided: TF is not asked again
+
+    T_tf = make_transform(rot_z(0.3), [5.0, 0.0, 1.0])  # noqa: N806
+    p2 = FramePipeline(T_BASE_CAM, camera_pose=lambda f, s: (T_tf, "ok"))
+    got = _run(p2, _frame_msgs(STAMP0))
+    assert p2.pose_mode == "tf" and len(got) == 1
+    np.testing.assert_allclose(got[0].T_world_camera, T_tf)  # TF's pose ends at the camera: no extrinsic

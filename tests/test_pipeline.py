@@ -224,3 +224,18 @@ def test_stats_counts_everything():
     assert s["frames_out"] == 1
     assert s["waiting_for_pose"] == 0
     assert s["mask_seen"] is True
+
+
+def test_require_mask_makes_the_first_frames_wait_for_their_masks():
+    """The node knows a mask publisher exists before the first mask arrives: no early frame is made
+    without its mask (those would fuse as geometry-only instances)."""
+    p = _pipeline()
+    for t in (0.0, 0.5, 1.0):
+        p.add_odometry(t, _odom(t))
+    p.add_image("color", 0.1, _color(1))
+    assert p.require_mask() == []
+    assert p.add_image("depth", 0.1, _depth(1.0)) == []  # waits for the mask now
+    out = p.add_image("mask", 0.1, _mask(4))
+    assert len(out) == 1 and int(out[0].instance_mask[0, 0]) == 4
+    assert p.require_mask() == []  # idempotent
+    assert _pipeline(use_instance_mask=False).require_mask() == []

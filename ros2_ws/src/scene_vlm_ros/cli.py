@@ -41,8 +41,8 @@ def demo(
         "out/demo"),
     frames: Annotated[int, typer.Option(help="Frames of the synthetic walk-through.")] = 150,
     seed: Annotated[int, typer.Option(help="Synthetic scene seed.")] = 0,
-    rate: Annotated[float, typer.Option(help="Replay rate (1.0 = real time). The default 0.5 leaves CPU for the "
-                                             "node, which shares this process with the player.")] = 0.5,
+    rate: Annotated[float, typer.Option(help="Replay rate of the player, which runs in its own process "
+                                             "(1.0 = real time, as a camera).")] = 1.0,
     kitchen: Annotated[bool, typer.Option(help="Also map the real 7-Scenes kitchen if ../shared/data has it.")] = True,
 ) -> None:
     """Map a synthetic room through the node, ask /scene_query questions, score boxes against ground truth."""

@@ -9,9 +9,8 @@ run after run:
   than ``1 / max_rate_hz`` to the last accepted one is *skipped by policy* (counted apart from
   drops); 0 integrates every frame;
 - **map refresh** (``refresh_period_s``): after integrating a frame whose stamp is at least that
-  far past the last refresh (and few frames wait, or two periods have passed), the cloud is
-  re-extracted and re-segmented on this same thread (one writer: queries only ever read cached
-  snapshots). A live worker that has been idle for
+  far past the last refresh, the cloud is re-extracted and re-segmented on this same thread (one
+  writer: queries only ever read cached snapshots). A live worker that has been idle for
   ``idle_refresh_s`` wall-clock seconds with unrefreshed frames refreshes too (the end of a feed,
   like :meth:`finish` offline);
 - **bounded queue** (``queue_size``): when mapping falls behind, the oldest waiting frame is dropped
@@ -149,11 +148,10 @@ class MappingWorker:
             if self._last_refresh_stamp is None:
                 self._last_refresh_stamp = frame.stamp_s
                 return
-            due = frame.stamp_s - self._last_refresh_stamp
-            # Prefer a moment with few frames waiting (a refresh blocks integration), but never
-            # postpone past twice the period. Offline the queue is empty here: refreshes fall on
-            # the same stamps every run.
-            if due >= 2 * period or (due >= period and self.queue_depth <= 2):
+            # Purely on stamps (never on how many frames wait): the refreshes fall on the same frames
+            # live and offline, run after run, so the same bag gives the same instances. The queue
+            # (one second of camera by default) rides out the refresh.
+            if frame.stamp_s - self._last_refresh_stamp >= period:
                 self._last_refresh_stamp = frame.stamp_s
                 self.refresh()
 

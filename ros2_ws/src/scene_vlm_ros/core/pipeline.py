@@ -120,6 +120,9 @@ class FramePipeline:
         #: TF mode (the node with tf2_ros): ``camera_pose(image frame_id, stamp_ns)`` gives
         #: ``(T_world_camera or None, "ok" | "wait" | "too_old")`` and replaces odometry + extrinsic.
         self.camera_pose = camera_pose
+        #: "tf" once TF posed a frame, "odometry" once it could not connect the frames while odometry
+        #: arrived (auto mode falls back and says so once), "" before either
+        self.pose_mode = "" if camera_pose is not None else "odometry"
         self.config = config or PipelineConfig()
         self.T_base_camera = None if T_base_camera is None else np.asarray(T_base_camera, dtype=np.float64)
         self.clock = clock or time.monotonic
@@ -351,8 +354,19 @@ class FramePipeline:
     def _lookup(self, m: _Matched, give_up: bool = False) -> tuple[Optional[np.ndarray], str]:
         """Pose of a matched frame: ``T_odom_base`` from the odometry buffer, or in TF mode the
         whole ``T_world_camera`` from :attr:`camera_pose` (which has no give-up extrapolation)."""
-        if self.camera_pose is not None:
-            return self.camera_pose(m.color_id or m.depth_id, m.stamp_ns)
+        if self.camera_pose is not None and self.pose_mode != "odometry":
+            T, status = self.camera_pose(m.color_id or m.depth_id, m.stamp_ns)  # noqa: N806
+            if status != "unknown":
+                if status == "ok" and self.pose_mode != "tf":
+                    self.pose_mode = "tf"  # TF connects the frames: it is the pose source from now on
+                return T, status
+            if self.pose_mode == "tf" or not self._odom_seen or not give_up:
+                # TF did connect before (a gap), or no odometry to fall back to, or the frame has not
+                # waited pose_max_wait_s yet (at start-up /tf_static may simply not be here yet).
+                return None, "wait"
+            self.pose_mode = "odometry"
+            self._warn_once("tf_fallback", f"TF has no transform to the image frame '{m.color_id or m.depth_id}' "
+                            "but odometry arrives: camera poses from odometry + extrinsic")
         return self.poses.lookup(m.stamp_ns, give_up=give_up)
 
     def _extrinsic(self, frame_id: str) -> Optional[np.ndarray]:
@@ -398,7 +412,7 @@ class FramePipeline:
                 continue
             frame_id = m.color_id or m.depth_id
             # TF mode: the looked-up pose already ends at the camera (world <- image frame_id).
-            T_base_camera = np.eye(4) if self.camera_pose is not None else self._extrinsic(frame_id)  # noqa: N806
+            T_base_camera = np.eye(4) if self.pose_mode == "tf" else self._extrinsic(frame_id)  # noqa: N806
             if T_base_camera is None:
                 self.dropped["no_extrinsic"] += 1
                 self._warn_once("extrinsic", f"no transform {self.base_frame} -> '{frame_id}' on /tf_static "

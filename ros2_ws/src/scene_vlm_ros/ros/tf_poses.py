@@ -29,6 +29,8 @@ __all__ = ["PoseLookup", "TfCameraPoses", "make_camera_poses", "tf2_available", 
 #: Lookup statuses: the pose; not yet (newer transforms may still arrive); never (stamp older than
 #: what is buffered, or the frame is unknown for longer than the caller waits).
 OK, WAIT, TOO_OLD = "ok", "wait", "too_old"
+#: TF has no chain between the map frame and the image frame (yet): see FramePipeline's auto fallback.
+UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,10 @@ class TfCameraPoses:
         except self._errors as exc:
             text = str(exc).replace("\n", " ")
             past = isinstance(exc, self._extrapolation) and "into the past" in text
-            return PoseLookup(None, TOO_OLD if past else WAIT, self.map_frame, f"{type(exc).__name__}: {text}")
+            # Frames TF cannot connect at all (no such frame, no chain): UNKNOWN, so that in auto mode
+            # the pipeline can fall back to odometry + extrinsic; extrapolation means "not yet".
+            status = TOO_OLD if past else (WAIT if isinstance(exc, self._extrapolation) else UNKNOWN)
+            return PoseLookup(None, status, self.map_frame, f"{type(exc).__name__}: {text}")
         return PoseLookup(transform_to_matrix(tf.transform), OK, self.map_frame)
 
     def camera_pose(self, frame_id: str, stamp_ns: int) -> tuple[Optional[np.ndarray], str]:
