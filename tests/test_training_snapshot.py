@@ -139,3 +139,52 @@ def test_annotations_naming_unknown_scenes_or_objects_are_refused(scans: Path, t
                                            "description": "the chair."}])
     with pytest.raises(AnnotationError, match=r"names object\(s\) \[77\]"):
         run_build(_cfg(tmp_path / "o2", ann, scans), progress=False)
+
+
+def _bench_cfg(out: Path, kind: str, annotations: Path, scans: Path) -> BuildDataConfig:
+    return from_dict(BuildDataConfig, {
+        "output_dir": str(out), "n_frames": 4, "image_size_px": 96, "view_target_px": 32, "bev_target_px": 32,
+        "benchmarks": [{"kind": kind, "annotations": str(annotations), "scans_dir": str(scans), "frame_step": 1}],
+    })
+
+
+def test_scan2cap_scanqa_and_multi3drefer_samples(scans: Path, tmp_path: Path) -> None:
+    built = build_snapshot_from_scannet(scans / "scene0000_00", frame_step=1)
+    seen = sorted(built.instance_of_object)
+    unseen = sorted(set(o.object_id for o in ScanNetScan(scans / "scene0000_00").ground_truth_objects()) - set(seen))
+    assert unseen, "the camera of seed 0 never sees some objects"
+    refer = _scanrefer(tmp_path / "refer.json", [
+        {"scene_id": "scene0000_00", "object_id": str(seen[0]), "object_name": "x", "description": d}
+        for d in ("a brown object near the wall.", "the object by the door.")])
+    manifest = run_build(_bench_cfg(tmp_path / "cap", "scan2cap", refer, scans), progress=False)
+    assert manifest["per_task"] == {"caption": 2}
+    caps = store.read_samples(tmp_path / "cap")
+    token = obj_token(built.instance_of_object[seen[0]])
+    assert all(token in s["messages"][-1]["content"][-1]["text"] for s in caps)
+    assert sorted(s["answer"] for s in caps) == ["a brown object near the wall.", "the object by the door."]
+
+    qa = tmp_path / "scanqa.json"
+    qa.write_text(json.dumps([
+        {"question_id": "q1", "scene_id": "scene0000_00", "question": "What color is the table?",
+         "answers": ["brown", "dark brown"], "object_ids": [seen[0]], "object_names": ["table"]},
+        {"question_id": "q2", "scene_id": "scene0000_00", "question": "What is on the wall?", "answers": [],
+         "object_ids": [], "object_names": []}]))
+    manifest = run_build(_bench_cfg(tmp_path / "qa", "scanqa", qa, scans), progress=False)
+    assert manifest["per_task"] == {"qa": 1} and manifest["drops"]["no_answer"] == 1
+    (sample,) = store.read_samples(tmp_path / "qa")
+    assert sample["answer"] == "brown" and sample["recon"]
+    assert sample["messages"][-1]["content"][-1]["text"].startswith("What color is the table?")
+
+    multi = tmp_path / "m3dr.json"
+    multi.write_text(json.dumps([
+        {"scene_id": "scene0000_00", "object_ids": seen[:2], "object_name": "x", "ann_id": "0",
+         "description": "the two things.", "eval_type": "mt"},
+        {"scene_id": "scene0000_00", "object_ids": [], "object_name": "x", "ann_id": "1",
+         "description": "the piano.", "eval_type": "zt_wo_d"},
+        {"scene_id": "scene0000_00", "object_ids": [seen[0], unseen[0]],
+         "object_name": "x", "ann_id": "2", "description": "both.", "eval_type": "mt"}]))
+    manifest = run_build(_bench_cfg(tmp_path / "m3dr", "multi3drefer", multi, scans), progress=False)
+    assert manifest["per_task"] == {"multi_grounding": 2} and manifest["drops"]["no_instance_iou"] == 1
+    answers = sorted(s["answer"] for s in store.read_samples(tmp_path / "m3dr"))
+    ids = [obj_token(built.instance_of_object[o]) for o in seen[:2]]
+    assert answers == sorted(["No.", f"Yes. {ids[0]} and {ids[1]}."])
