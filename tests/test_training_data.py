@@ -171,3 +171,16 @@ def test_cli_build_data_reports_bad_shard_and_missing_sources(tmp_path: Path) ->
     assert main(["build-data", "--config", str(cfg)]) == 2
     cfg.write_text(json.dumps({"output_dir": str(tmp_path / "o"), "synthetic": {"seeds": [0]}}))
     assert main(["build-data", "--config", str(cfg), "--shard", "3/2"]) == 2
+
+
+def test_resumable_order_splits_ranks_and_repeats_per_seed() -> None:
+    from scene_vlm_training.data.dataset import ResumableOrder
+
+    ranks = [ResumableOrder(10, 2, seed=3, rank=r, world=2) for r in range(2)]
+    assert ranks[0].per_epoch == 2
+    epoch0 = [i for r in ranks for k in range(2) for i in r.batch(k)]
+    assert len(set(epoch0)) == 8 and set(epoch0) <= set(range(10))  # disjoint ranks, last partial dropped
+    assert ranks[0].batch(2) != ranks[0].batch(0) or ranks[0].batch(3) != ranks[0].batch(1)  # new epoch order
+    assert ResumableOrder(10, 2, seed=3, rank=1, world=2).batch(5) == ranks[1].batch(5)
+    with pytest.raises(ValueError, match="cannot fill one micro-batch"):
+        ResumableOrder(3, 2, seed=0, rank=0, world=2)

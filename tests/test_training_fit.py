@@ -110,6 +110,7 @@ def test_resume_reproduces_the_uninterrupted_losses_exactly(assets: dict[str, Pa
     assert first["steps"] == 3 and first["last_checkpoint"].endswith("checkpoint-0000003")
     second = fit(cfg, resume="latest", progress=False)
     assert second["steps"] == steps
+    assert list((assets["root"] / "run_split" / "logs").rglob("events.out.tfevents.*"))  # TensorBoard
     resumed = first["history"] + second["history"]
     keys = ("loss", "text", "view", "bev", "lr")
     assert [[h[k] for k in keys] for h in resumed] == [[h[k] for k in keys] for h in full["history"]]
@@ -133,6 +134,13 @@ def test_lora_with_checkpointing_trains_adapters_only_and_exports_merged_weights
         assert not [k for k in f.keys() if "lora_" in k or "base_layer" in k]
     backend = make_backend("transformers", model_path=str(out), device="cpu")
     backend.load()  # refuses missing/mismatched weights, so a bad merge fails here
+
+
+def test_text_only_training_when_the_heads_are_disabled(assets: dict[str, Path]) -> None:
+    cfg = _fit_cfg(assets, "run_text", max_steps=2, save_every_steps=2, **{"heads.enabled": "false"})
+    result = fit(cfg, progress=False)
+    assert [sorted(h) for h in result["history"]] == [["answer_tokens", "loss", "lr", "step", "text"]] * 2
+    assert result["history"][0]["loss"] == result["history"][0]["text"]
 
 
 def test_directories_that_are_not_ours_get_clear_errors(assets: dict[str, Path], tmp_path: Path) -> None:
