@@ -127,7 +127,7 @@ class MemoryConfig:
     mask_erode_px: int = 2
     detector_model_dir: Optional[str] = None
     detector_preset: Optional[str] = None
-    detector_score_threshold: float = 0.3
+    detector_score_threshold: float = 0.25
     detector_input_size: Optional[int] = None
     detector_labels: Optional[tuple[str, ...]] = None
     detector_async: bool = True
