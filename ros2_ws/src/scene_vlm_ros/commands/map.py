@@ -39,23 +39,30 @@ def iter_source_frames(source: Path, gravity_align: bool = True, topics: Optiona
     """Frames of ``source`` and their count when known cheaply.
 
     A folder with ``camera-intrinsics.txt`` is read as 7-Scenes (gravity-aligned: the memory
-    needs z up); any other folder or a ``.mcap``/``.db3`` file is read as a rosbag, through the
+    needs z up), one with ``color/ depth/ pose/ intrinsic/`` as an exported ScanNet scan; any other
+    folder or a ``.mcap``/``.db3`` file is read as a rosbag, through the
     node's own ingest pipeline (``ingest_stats`` receives its counts and drop reasons at the end).
     """
     source = Path(source)
     if not source.exists():
-        raise MapSourceError(f"map source {source} does not exist (give a rosbag or a 7-Scenes folder)")
+        raise MapSourceError(f"map source {source} does not exist (give a rosbag, a 7-Scenes folder or a ScanNet scan)")
     if source.is_dir() and (source / "camera-intrinsics.txt").is_file():
         from ..datasets.seven_scenes import load_seven_scenes
 
         seq = load_seven_scenes(source, gravity_align=gravity_align)
         return seq.frames(), len(seq)
+    if source.is_dir() and all((source / sub).is_dir() for sub in ("color", "depth", "pose", "intrinsic")):
+        from ..datasets.scannet import load_scannet
+
+        scan = load_scannet(source)  # an exported ScanNet scan (posed frames, already synchronised)
+        return scan.frames(), len(scan)
     if source.is_dir() or source.suffix in (".mcap", ".db3"):
         from ..bag.reader import BagTopics, read_bag
 
         topics = topics or BagTopics()
         return (bf.frame for bf in read_bag(source, topics, use_mask=use_mask, stats_out=ingest_stats)), None
-    raise MapSourceError(f"{source}: not a rosbag (folder, .mcap, .db3) nor a 7-Scenes folder (camera-intrinsics.txt)")
+    raise MapSourceError(f"{source}: not a rosbag (folder, .mcap, .db3), a 7-Scenes folder (camera-intrinsics.txt) "
+                         "nor a ScanNet scan (color/ depth/ pose/ intrinsic/)")
 
 
 def map_source(
@@ -65,14 +72,15 @@ def map_source(
     topics: Optional[Any] = None,
     use_mask: bool = True,
     max_frames: Optional[int] = None,
-    progress: bool = False,
+    progress: Any = False,
     worker_config: Optional[MappingWorkerConfig] = None,
 ) -> tuple[SceneMemory, dict]:
     """Fuse ``source`` (a rosbag, a 7-Scenes folder) into a fresh memory; return it and its stats.
 
     ``topics`` (a :class:`~scene_vlm_ros.bag.reader.BagTopics`) renames a bag's topics;
     ``use_mask=False`` ignores a recorded instance mask (instances then come from the detector and
-    geometry, as on a real camera). Frames go through the node's :class:`MappingWorker` in this
+    geometry, as on a real camera). ``progress``: a bar (truthy), and when callable it is also called
+    with ``(frames_done, total_or_None)`` after every frame. Frames go through the node's :class:`MappingWorker` in this
     thread (``worker_config``: rate policy, stamp-based refresh; default: every frame, a refresh per
     second of sensor time), so the same bag gives the same map here, in the node and run after run.
     The memory is refreshed before it is returned.
@@ -102,6 +110,8 @@ def map_source(
             n += 1
             if bar is not None:
                 bar.advance(task)
+            if callable(progress):
+                progress(n, total)
         worker.finish()
     finally:
         if bar is not None:
