@@ -304,7 +304,10 @@ def fit(cfg: FitConfig, resume: Optional[str] = None, progress: bool = True,
         bar.update(1)
         bar.set_postfix({k: f"{logs[k]:.3f}" for k in ("loss", "text", "view", "bev") if k in logs})
         if trainer.step % cfg.log_every_steps == 0 or trainer.step == end:
-            acc.log({f"train/{k}": v for k, v in logs.items()}, step=trainer.step)
+            keys = sorted(logs)
+            # Every rank takes part in the reduction; the logged values are means over ranks.
+            means = acc.reduce(torch.tensor([logs[k] for k in keys], device=acc.device), reduction="mean")
+            acc.log({f"train/{k}": float(v) for k, v in zip(keys, means.tolist())}, step=trainer.step)
         if trainer.step % cfg.save_every_steps == 0 or trainer.step == end:
             last = trainer.save_checkpoint()
     bar.close()
