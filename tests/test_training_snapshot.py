@@ -188,3 +188,16 @@ def test_scan2cap_scanqa_and_multi3drefer_samples(scans: Path, tmp_path: Path) -
     answers = sorted(s["answer"] for s in store.read_samples(tmp_path / "m3dr"))
     ids = [obj_token(built.instance_of_object[o]) for o in seen[:2]]
     assert answers == sorted(["No.", f"Yes. {ids[0]} and {ids[1]}."])
+
+
+def test_vision_only_scans_give_reconstruction_only_samples(scans: Path, tmp_path: Path) -> None:
+    plain = tmp_path / "plain" / "scene0000_00"
+    shutil.copytree(scans / "scene0000_00", plain)
+    (plain / "scene0000_00.aggregation.json").unlink()  # no annotation: only the robot's reconstruction
+    cfg = from_dict(BuildDataConfig, {
+        "output_dir": str(tmp_path / "out"), "n_frames": 3, "image_size_px": 96, "view_target_px": 32,
+        "bev_target_px": 32, "vision_only": {"scan_dirs": [str(plain)], "frame_step": 2, "samples_per_scan": 1}})
+    manifest = run_build(cfg, progress=False)
+    assert manifest["per_task"] == {"reconstruction": 1} and manifest["per_source"] == {"vision_only": 1}
+    (sample,) = store.read_samples(tmp_path / "out")
+    assert sample["answer"] is None and sample["recon"] and len(sample["view_targets"]) == len(sample["frame_ids"])

@@ -267,12 +267,12 @@ def _name_camera_frame(question: str, frame_ids: Sequence[int]) -> str:
 def synthetic_scene(seed: int, n_frames: int, width: int, height: int, cfg: BuildDataConfig
                     ) -> tuple[BuiltScene, Any, list[Any]]:
     """The synthetic room of ``seed``: its built snapshot, layout and rendered frames (one loop)."""
-    from scene_vlm_ros.datasets.render import generate_sequence
+    from scene_vlm_ros.datasets.snapshot_builder import build_snapshot_from_synthetic
     from scene_vlm_ros.datasets.synthetic import generate_layout
 
     layout = generate_layout(seed)
-    frames = [sf.frame for sf in generate_sequence(layout, n_frames, width, height, speed_mps=None, seed=seed)]
-    built = build_snapshot(frames, layout.objects, mode=cfg.instances, params=_snapshot_params(cfg))
+    built, frames = build_snapshot_from_synthetic(layout, n_frames, width, height, seed=seed, mode=cfg.instances,
+                                                  params=_snapshot_params(cfg))
     return built, layout, frames
 
 

@@ -310,3 +310,18 @@ def build_snapshot_from_scannet(scan_dir: str, mode: str = "ground_truth", frame
         raise SnapshotBuildError(f"{scan_dir}: no <scene>.aggregation.json, so no ground-truth instances; "
                                  "use mode 'reconstruction'")
     return build_snapshot(scan.frames(), objects, mode=mode, params=params)
+
+
+def build_snapshot_from_synthetic(layout: object, n_frames: int = 60, width: int = 320, height: int = 240,
+                                  seed: int = 0, mode: str = "ground_truth",
+                                  params: Optional[SnapshotBuildParams] = None) -> tuple[BuiltScene, list[RGBDFrame]]:
+    """Snapshot of one of our synthetic rooms (a ``RoomLayout``) seen along one loop of ``n_frames``.
+
+    Returns the built scene and the rendered frames (their ``frame_index`` is the keyframe ID in
+    ``"ground_truth"`` mode). Deterministic for (layout, sizes, seed).
+    """
+    from .render import generate_sequence
+
+    frames = [sf.frame for sf in generate_sequence(layout, n_frames, width, height, speed_mps=None,  # type: ignore[arg-type]
+                                                   seed=seed)]
+    return build_snapshot(frames, layout.objects, mode=mode, params=params), frames  # type: ignore[attr-defined]
