@@ -22,10 +22,12 @@ class SlowEngine:
     def __init__(self, delay_s: float) -> None:
         self.delay_s = delay_s
         self.started = threading.Event()
+        self.cancelled = threading.Event()
 
     def answer(self, req: QueryRequest, snapshot: Any, deadline_s: float, cancel: threading.Event) -> QueryResult:
         self.started.set()
         if cancel.wait(self.delay_s):
+            self.cancelled.set()
             return QueryResult(ErrorCode.TIMEOUT, "cancelled")
         return QueryResult(ErrorCode.SUCCESS, answer=f"answer to {req.question}", frame_id="map")
 
@@ -128,6 +130,8 @@ def test_cancelled_goal_returns_promptly(graph) -> None:
     assert "cancelled by the client" in response.result.error_msg
     # Promptly: the model would have answered only after SLOW_ANSWER_S.
     assert waited < SLOW_ANSWER_S / 3, waited
+    # ... and the cancel reached the engine (its cancel event), which stopped waiting at once
+    assert wait_until(lambda: engine.cancelled.is_set(), timeout_s=5)
     worker.shutdown(timeout_s=0.1)
     action_server.destroy()
 
@@ -140,7 +144,7 @@ def test_busy_worker_ends_goal_aborted_with_busy(graph) -> None:
     from scene_vlm_ros.ros.query_action import QueryActionServer, WorkerQueryJob
 
     class FullWorker:
-        def submit(self, *_args: Any) -> bool:
+        def submit(self, *_args: Any, **_kwargs: Any) -> bool:
             return False
 
     server_node, client_node = graph
@@ -211,3 +215,6 @@ def test_node_action_answers_no_map_yet_then_cancels_promptly(node_graph) -> Non
     assert response.status == GoalStatus.STATUS_CANCELED
     assert response.result.error_code == SceneQuery.Result.CANCELLED
     assert time.monotonic() - t_cancel < SLOW_ANSWER_S / 3
+    # the cancel reached the model: its generation stopped long before SLOW_ANSWER_S
+    assert wait_until(lambda: node_graph.node.worker.stats.failed + node_graph.node.worker.stats.succeeded >= 1,
+                      timeout_s=SLOW_ANSWER_S / 3)

@@ -75,7 +75,9 @@ class WorkerQueryJob:
         self._result: Any = None
         self._to_result = to_result
         self._cancelled = False
-        if worker.submit(request, snapshot, self._on_done):
+        #: handed to the worker as the request's cancel event: cancel() stops the model's generation
+        self.cancel_event = threading.Event()
+        if worker.submit(request, snapshot, self._on_done, cancel=self.cancel_event):
             if not self._done.is_set():
                 self.stage = "answering"
         else:
@@ -97,9 +99,10 @@ class WorkerQueryJob:
         return self._result
 
     def cancel(self) -> None:
-        # The worker's deadline still bounds the model call; its answer is dropped when it comes.
+        # The backend sees the event and stops generating; whatever result still comes is dropped.
         self._cancelled = True
         self.stage = "cancelled"
+        self.cancel_event.set()
 
 
 class QueryActionServer:

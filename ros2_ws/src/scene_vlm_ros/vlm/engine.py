@@ -263,15 +263,19 @@ class QueryWorker:
         return self._queue.qsize()
 
     def submit(self, req: QueryRequest, snapshot: SceneSnapshot, on_done: Callable[[QueryResult], None],
-               t_arrival: Optional[float] = None) -> bool:
+               t_arrival: Optional[float] = None, cancel: Optional[threading.Event] = None) -> bool:
         """Queue a request; ``on_done`` is called exactly once (from a worker or timer thread).
 
-        After :meth:`shutdown` the request is answered at once (MODEL_UNAVAILABLE, from this thread).
+        ``cancel`` (the caller's event, e.g. an action goal's cancel) is the request's cancel event:
+        setting it stops the backend's generation as the deadline does. After :meth:`shutdown` the
+        request is answered at once (MODEL_UNAVAILABLE, from this thread).
         """
         now = time.monotonic()
         timeout = req.timeout_s if req.timeout_s > 0 else self.default_timeout_s
         timeout = min(timeout, _MAX_TIMER_S) if math.isfinite(timeout) else _MAX_TIMER_S
         pending = _Pending(req, snapshot, now + timeout, t_arrival or now, on_done)
+        if cancel is not None:
+            pending.cancel = cancel
         if self._stopped.is_set():
             # No thread would ever take it: answer now instead of letting it time out.
             pending.complete(QueryResult(ErrorCode.MODEL_UNAVAILABLE, "the query worker is shutting down"))
