@@ -134,7 +134,11 @@ class Trainer:
         base = Path(cfg.model.base_model_dir)
         check_base_model_dir(base)
         self.processor = AutoProcessor.from_pretrained(base, local_files_only=True)
-        hf = load_hf_model(cfg.model)
+        # Under DeepSpeed bf16 the engine keeps fp32 master weights in the optimizer, so the model is
+        # loaded in bf16 (half the host memory per rank for a 7B model); otherwise weights stay fp32
+        # and autocast runs the matmuls in bf16.
+        deepspeed_bf16 = acc.state.deepspeed_plugin is not None and cfg.mixed_precision == "bf16"
+        hf = load_hf_model(cfg.model, dtype=torch.bfloat16 if deepspeed_bf16 else torch.float32)
         self.dataset = SampleDataset(cfg.data_dir, self.processor, hf.config.image_token_id, hf.config.video_token_id)
         self.pad_id = int(self.processor.tokenizer.pad_token_id or 0)
         self.teacher: Optional[VaeTeacher] = None
