@@ -371,6 +371,17 @@ def test_kitchen_table_and_chairs_named(kitchen_v4):
     assert cups and all(max(c.box.size[:2]) < 0.4 for c in cups)
 
 
+def test_unlabelled_kitchen_instances_still_get_bev_badges(kitchen_v4):
+    from scene_vlm_ros.core.bev import render_bev
+    from scene_vlm_ros.core.markers import draw_bev_markers
+
+    snap = kitchen_v4.snapshot(allow_stale=True)
+    unlabelled = {i.instance_id for i in snap.instances if not i.label}
+    assert unlabelled, "the kitchen has objects no detector names"
+    _, placements = draw_bev_markers(render_bev(snap), snap)
+    assert {p.instance_id for p in placements} == {i.instance_id for i in snap.instances}
+
+
 def test_kitchen_labels_survive_save_and_load(kitchen_v4, tmp_path):
     before = {(i.label, tuple(np.round(i.box.center, 3))) for i in kitchen_v4.snapshot(allow_stale=True).instances}
     kitchen_v4.save(tmp_path / "m")
