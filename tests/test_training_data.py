@@ -184,3 +184,17 @@ def test_resumable_order_splits_ranks_and_repeats_per_seed() -> None:
     assert ResumableOrder(10, 2, seed=3, rank=1, world=2).batch(5) == ranks[1].batch(5)
     with pytest.raises(ValueError, match="cannot fill one micro-batch"):
         ResumableOrder(3, 2, seed=0, rank=0, world=2)
+
+
+def test_gpt4scene_profile_samples_match_its_prompts(tmp_path: Path) -> None:
+    cfg = from_dict(BuildDataConfig, {"output_dir": str(tmp_path), "prompt_profile": "gpt4scene", "n_frames": 3,
+                                      "view_target_px": 32, "bev_target_px": 32,
+                                      "synthetic": {**SYN, "seeds": [0], "max_questions_per_task": 2}})
+    manifest = run_build(cfg, progress=False)
+    assert (manifest["prompt_profile"], manifest["image_size_px"], manifest["n_frames"]) == ("gpt4scene", 512, 3)
+    scene = _scene(0, cfg)
+    for s in store.read_samples(tmp_path):
+        assert [m["role"] for m in s["messages"]] == ["user"]  # GPT4Scene sends no system turn
+        bundle = build_prompt(scene.snapshot, s["question"], Task(s["task"]), n_frames=3, profile="gpt4scene")
+        assert s["messages"][0]["content"][-1]["text"] == bundle.text
+        assert s["frame_ids"] == bundle.frame_ids
