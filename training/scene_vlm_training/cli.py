@@ -70,7 +70,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
             cfg = load_config(FitConfig, args.config, args.overrides)
             result = fit(cfg, resume=args.resume, progress=not args.no_progress)
-            print(json.dumps(result, indent=1))
+            last = result["history"][-1] if result["history"] else {}
+            print(json.dumps({"steps": result["steps"], "last_checkpoint": result["last_checkpoint"],
+                              "last_step_losses": last}, indent=1))
         elif args.command == "export":
             from .export import export_checkpoint
 
