@@ -123,3 +123,11 @@ def test_shipped_accelerate_configs_point_at_existing_deepspeed_files() -> None:
         ds = (data.get("deepspeed_config") or {}).get("deepspeed_config_file")
         if data["distributed_type"] == "DEEPSPEED":
             assert ds and (repo / ds).is_file(), path.name
+
+
+def test_cli_lists_the_shipped_configs(capsys: pytest.CaptureFixture) -> None:
+    from scene_vlm_training.cli import main
+
+    assert main(["configs"]) == 0
+    listed = capsys.readouterr().out.split()
+    assert str(CONFIGS / "deepspeed" / "zero3.json") in listed and all(Path(p).is_file() for p in listed)

@@ -1,4 +1,4 @@
-"""``scene-vlm-train``: build-data, fit, export, bench-step (one registered ``main()``).
+"""``scene-vlm-train``: build-data, fit, export, bench-step, configs (one registered ``main()``).
 
 Heavy imports (torch, transformers, accelerate) happen inside the subcommands so ``--help`` and
 config errors are instant. Every subcommand validates its config before doing any work; a
@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, required=True, help="a fit checkpoint directory (checkpoint-<step>)")
     p.add_argument("--out", type=Path, required=True, help="output model directory (must not exist or be empty)")
 
+    sub.add_parser("configs", help="print the absolute paths of the shipped config files")
+
     p = sub.add_parser("bench-step", help="step time and memory of the 7B architecture, with and without heads")
     p.add_argument("--arch", default="qwen2-vl-7b", choices=["qwen2-vl-7b", "tiny"], help="architecture")
     p.add_argument("--n-frames", type=int, default=8, help="frames per sample (plus the BEV)")
@@ -78,6 +80,11 @@ def main(argv: Optional[list[str]] = None) -> int:
 
             out = export_checkpoint(args.checkpoint, args.out)
             print(str(out))
+        elif args.command == "configs":
+            root = Path(__file__).resolve().parent / "configs"
+            for path in sorted(root.rglob("*")):
+                if path.is_file():
+                    print(path)
         elif args.command == "bench-step":
             from .bench import bench_step
 
