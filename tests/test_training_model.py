@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -168,3 +169,16 @@ def test_a_padded_batch_gives_the_token_weighted_mean_of_its_samples(trainer: Tr
     n = [s["answer_tokens"] for s in singles]
     expected = (n[0] * singles[0]["text"] + n[1] * singles[1]["text"]) / (n[0] + n[1])
     assert both["answer_tokens"] == sum(n) and both["text"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_qwen2_5_vl_trains_through_the_same_wrapper(trainer: Trainer, tmp_path: Path) -> None:
+    base = build_tiny_qwen2vl(tmp_path / "tiny25", model_type="qwen2_5_vl")
+    cfg = trainer.cfg
+    other = load_config(FitConfig, None, [f"data_dir={cfg.data_dir}", f"output_dir={tmp_path / 'run'}",
+                                          f"model.base_model_dir={base}", f"heads.vae_dir={cfg.heads.vae_dir}",
+                                          "heads.width=32", "heads.depth=1", "heads.num_heads=2",
+                                          "mixed_precision=no", "dataloader_workers=0"])
+    t25 = Trainer(other)
+    assert t25.accelerator.unwrap_model(t25.model).hf.config.model_type == "qwen2_5_vl"
+    logs = t25.train_step()  # step 0 masks frames: features swapped before Qwen2.5-VL's windowed LM input
+    assert logs["masked_frames"] >= 1 and all(torch.isfinite(torch.tensor(v)) for v in logs.values())
