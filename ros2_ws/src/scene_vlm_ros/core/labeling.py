@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
 
 from .instances import coarse_keys, voxel_keys
 from .referring import canonical_label
@@ -107,6 +109,14 @@ class LabelEvidence:
     def nbytes(self) -> int:
         return int(self.points.nbytes + self.colors.nbytes)
 
+    def cells(self, voxel_m: float) -> np.ndarray:
+        """Coarse-grid cells (unique, sorted) of the points; computed once per grid (a refresh
+        re-reads every kept evidence, the points never change)."""
+        cache = self.__dict__.setdefault("_cells", {})  # frozen dataclass: the cache is not a field
+        if voxel_m not in cache:
+            cache[voxel_m] = _coarse(self.points, voxel_m)
+        return cache[voxel_m]
+
 
 @dataclass(frozen=True)
 class LabelingParams:
@@ -177,29 +187,30 @@ def _coarse(points: np.ndarray, voxel_m: float) -> np.ndarray:
 
 
 def _group_evidence(items: list[tuple[int, LabelEvidence, np.ndarray]]) -> list[list[int]]:
-    """Groups (lists of positions in ``items``) of same-label evidence whose cells overlap: the
-    views of one object. Union-find over pairs, deterministic order."""
-    parent = list(range(len(items)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for a in range(len(items)):
-        for b in range(a + 1, len(items)):
-            if canonical_label(items[a][1].label) != canonical_label(items[b][1].label):
-                continue
-            ka, kb = items[a][2], items[b][2]
-            small = ka if len(ka) <= len(kb) else kb
-            big = kb if small is ka else ka
-            if len(small) and np.isin(small, big, assume_unique=True).mean() >= 0.3:
-                parent[find(b)] = find(a)
-    groups: dict[int, list[int]] = {}
-    for i in range(len(items)):
-        groups.setdefault(find(i), []).append(i)
-    return [groups[k] for k in sorted(groups)]
+    """Groups (lists of positions in ``items``, ordered by first member) of same-label evidence:
+    connected components of "shares at least 30 % of the smaller one's cells", i.e. the views of
+    one object. Shared-cell counts of all pairs come from one sparse product, so thousands of views
+    of one cup stay cheap."""
+    labels = [canonical_label(ev.label) for _, ev, _ in items]
+    groups: list[list[int]] = []
+    for label in sorted(set(labels)):
+        pos = [i for i, lab in enumerate(labels) if lab == label]
+        keys = [items[i][2] for i in pos]
+        sizes = np.array([len(k) for k in keys])
+        if sizes.sum() == 0:
+            groups += [[i] for i in pos]
+            continue
+        uniq, inv = np.unique(np.concatenate(keys), return_inverse=True)
+        rows = np.repeat(np.arange(len(pos)), sizes)
+        views = csr_matrix((np.ones(len(inv)), (rows, inv)), shape=(len(pos), len(uniq)))
+        shared = (views @ views.T).tocoo()
+        ok = shared.data >= 0.3 * np.maximum(1, np.minimum(sizes[shared.row], sizes[shared.col]))
+        adjacency = csr_matrix((np.ones(int(ok.sum())), (shared.row[ok], shared.col[ok])), shape=(len(pos),) * 2)
+        _, comp = connected_components(adjacency, directed=False)
+        for c in np.unique(comp):
+            groups.append([pos[i] for i in np.nonzero(comp == c)[0]])
+    groups.sort(key=lambda g: g[0])
+    return groups
 
 
 Segment = tuple[np.ndarray, np.ndarray]
@@ -256,7 +267,7 @@ def label_segments(
     for ei, ev in enumerate(evidence):
         if len(ev.points) == 0:
             continue
-        ekeys = _coarse(ev.points, p.voxel_m)
+        ekeys = ev.cells(p.voxel_m)
         best, best_ov = index.best(ekeys)
         lo, hi = class_extent_m(ev.label)
         ext = seg_extent[best] if best >= 0 else 0.0
