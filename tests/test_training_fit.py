@@ -77,7 +77,10 @@ def test_chain_losses_fall_export_loads_in_the_node_backend(assets: dict[str, Pa
     ckpt = trainer.save_checkpoint()
     assert read_checkpoint_marker(ckpt)["step"] == 30
 
-    out = export_checkpoint(ckpt, assets["root"] / "export")
+    with pytest.raises(FileExistsError, match="not empty"):
+        export_checkpoint(ckpt, assets["root"])
+    assert cli_main(["export", "--checkpoint", str(ckpt), "--out", str(assets["root"] / "export")]) == 0
+    out = assets["root"] / "export"
     with safe_open(str(out / "model.safetensors"), framework="pt") as f:
         keys = list(f.keys())
     assert keys and not [k for k in keys if k.startswith(HEAD_PREFIXES)]
@@ -143,11 +146,14 @@ def test_text_only_training_when_the_heads_are_disabled(assets: dict[str, Path])
     assert result["history"][0]["loss"] == result["history"][0]["text"]
 
 
-def test_directories_that_are_not_ours_get_clear_errors(assets: dict[str, Path], tmp_path: Path) -> None:
+def test_directories_that_are_not_ours_get_clear_errors(assets: dict[str, Path], tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(CheckpointError, match="not a scene-vlm-train checkpoint"):
         export_checkpoint(assets["model"], tmp_path / "out")
     with pytest.raises(CheckpointError, match="does not exist"):
         export_checkpoint(tmp_path / "missing", tmp_path / "out")
+    assert cli_main(["export", "--checkpoint", str(assets["model"]), "--out", str(tmp_path / "o")]) == 2
+    assert "not a scene-vlm-train checkpoint" in capsys.readouterr().err
     cfg = _fit_cfg(assets, "run_bad", max_steps=1, data_dir=str(assets["model"]))
     with pytest.raises(ValueError, match="not a build-data output"):
         fit(cfg, progress=False)

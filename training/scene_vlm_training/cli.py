@@ -91,7 +91,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             figures = bench_step(arch=args.arch, n_frames=args.n_frames, image_px=args.image_px, steps=args.steps,
                                  device=args.device, out=args.out)
             print(json.dumps(figures, indent=1))
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
+    except (ConfigError, ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"scene-vlm-train {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0
