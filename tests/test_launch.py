@@ -7,6 +7,7 @@ script colcon installed in lib/scene_vlm_ros) and asks the running node for its 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import threading
 import time
@@ -24,6 +25,17 @@ LAUNCH_FILE = ROOT / "launch" / "scene_vlm.launch.py"
 needs_launch = pytest.mark.skipif(
     importlib.util.find_spec("launch") is None or importlib.util.find_spec("launch_ros") is None,
     reason="launch/launch_ros are not importable (built from ../shared/vendor by scripts/setup.d/10-ros-vendor.sh)")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _undo_launch_logging():
+    """Importing `launch` makes every logger created afterwards a LaunchLogger with propagate=False
+    (launch.logging.reset()); undo that for the tests that run after this module in the same process."""
+    yield
+    logging.setLoggerClass(logging.Logger)
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if type(logger).__name__ == "LaunchLogger" and not name.startswith("launch"):
+            logger.propagate = True
 
 
 def load_params_file(path: Path) -> dict[str, object]:
