@@ -49,8 +49,12 @@ def scene(tmp_path_factory):
                                  fps=10.0))
     T = seq[0].T_base_camera_optical
     write_bag(out / "scene.mcap", [(f.frame, f.T_odom_base) for f in seq], T, with_instances=True)
+    # The same walk again, later in time: the robot goes round the room a second time.
+    write_bag(out / "scene_again.mcap", [(f.frame, f.T_odom_base) for f in seq], T, with_instances=True,
+              start_stamp_ns=60_000_000_000)
     extrinsic = [float(v) for v in [*T[:3, 3], *matrix_to_quat_xyzw(T[:3, :3])]]
-    return {"bag": out / "scene.mcap", "layout": layout, "extrinsic": extrinsic}
+    return {"bag": out / "scene.mcap", "bag_again": out / "scene_again.mcap", "layout": layout,
+            "extrinsic": extrinsic}
 
 
 def _replay(graph: Bringup, bag: Path) -> dict:
@@ -232,9 +236,9 @@ def test_hanging_backend_times_out_while_mapping_continues(oracle_graph, scene):
     try:
         future = g.client.call_async(SceneQuery.Request(question="where is the table?", timeout_s=1.0))
         t0 = time.monotonic()
-        # mapping goes on while the model is stuck: replay the bag again (later stamps are not
-        # needed: the memory accepts a revisit of the same room)
-        replay_thread = threading.Thread(target=_replay, args=(g, scene["bag"]))
+        # mapping goes on while the model is stuck: a second round of the room (later stamps; the
+        # memory refuses time going backwards)
+        replay_thread = threading.Thread(target=_replay, args=(g, scene["bag_again"]))
         replay_thread.start()
         assert wait_until(future.done, timeout_s=10.0)
         assert time.monotonic() - t0 < 5.0
