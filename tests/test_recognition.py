@@ -369,6 +369,9 @@ def test_kitchen_table_and_chairs_named(kitchen_v4):
     # Small things on the table are their own instances, and none of them is the table.
     cups = [i for i in snap.instances if canonical_label(i.label) == "cup"]
     assert cups and all(max(c.box.size[:2]) < 0.4 for c in cups)
+    info = kitchen_v4.label_info(table.instance_id)
+    assert info["label"] == table.label and info["votes"][table.label] >= 0.3 and info["history"]
+    assert "cup" not in info["votes"]  # the cups' boxes cover the table, their votes never reached it
 
 
 def test_unlabelled_kitchen_instances_still_get_bev_badges(kitchen_v4):

@@ -450,6 +450,12 @@ class SceneMemory:
         """Preset name of the running detector ("yolov4-tiny", "yolo-fastest"), None without one."""
         return None if self._detector is None else self._detector.name
 
+    def label_info(self, instance_id: int) -> dict:
+        """An instance's label votes, views per label and label history (see
+        :meth:`InstanceMap.label_info`); KeyError for an unknown ID."""
+        with self._lock:
+            return self._instances.label_info(instance_id)
+
     @property
     def detector_error(self) -> Optional[str]:
         """Why the configured detector is not running (missing/corrupt files), else None."""
