@@ -69,3 +69,46 @@ def replay_in_own_process(bag: Any, domain_id: int, rate: float = 1.0,
     if proc.returncode != 0:
         raise RuntimeError(f"replay failed ({proc.returncode}): {proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])["published"]
+
+
+def ask_scene_query(domain_id: int, request: Any, proc: Any = None, retry_codes: tuple[int, ...] = (),
+                    timeout_s: float = 60.0) -> Any:
+    """Call ``/scene_query`` of a node in another process (domain ``domain_id``) from a client here;
+    while the answer's code is in ``retry_codes`` (e.g. NO_MAP_YET while a replay is mapping), ask
+    again. ``proc``: that node's Popen, checked to be alive while waiting."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from scene_vlm_interfaces.srv import SceneQuery
+
+    ctx = rclpy.context.Context()
+    rclpy.init(context=ctx, domain_id=domain_id)
+    node = rclpy.create_node("scene_query_test_client", context=ctx)
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    deadline = time.monotonic() + timeout_s
+
+    def alive() -> None:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the node exited with {proc.returncode}: {proc.communicate()[1][-3000:]}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no answer from /scene_query within {timeout_s} s")
+
+    try:
+        client = node.create_client(SceneQuery, "/scene_query")
+        while not client.wait_for_service(timeout_sec=0.5):
+            alive()
+        while True:
+            future = client.call_async(request)
+            while not future.done():
+                executor.spin_once(timeout_sec=0.1)
+                alive()
+            resp = future.result()
+            if resp.error_code not in retry_codes:
+                return resp
+            time.sleep(0.5)
+            alive()
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)

@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -15,33 +14,10 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 SceneQuery = pytest.importorskip("scene_vlm_interfaces.srv").SceneQuery
 
-from .rosutil import fresh_domain  # noqa: E402
+from .rosutil import ask_scene_query, fresh_domain  # noqa: E402
 
 pytestmark = pytest.mark.ros
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _ask_no_map_yet(domain: int, proc: subprocess.Popen) -> SceneQuery.Response:
-    ctx = rclpy.context.Context()
-    rclpy.init(context=ctx, domain_id=domain)
-    node = rclpy.create_node("console_test_client", context=ctx)
-    executor = rclpy.executors.SingleThreadedExecutor(context=ctx)
-    executor.add_node(node)
-    try:
-        client = node.create_client(SceneQuery, "/scene_query")
-        deadline = time.monotonic() + 60.0
-        while not client.wait_for_service(timeout_sec=0.5):
-            assert proc.poll() is None, proc.communicate()[1][-3000:]
-            assert time.monotonic() < deadline, "the node never offered /scene_query"
-        future = client.call_async(SceneQuery.Request(question="where is the chair?"))
-        while not future.done():
-            executor.spin_once(timeout_sec=0.1)
-            assert time.monotonic() < deadline
-        return future.result()
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.shutdown(context=ctx)
 
 
 def _stop(proc: subprocess.Popen) -> int:
@@ -66,7 +42,7 @@ def test_executable_serves_scene_query_and_stops_on_sigint(command):
     proc = subprocess.Popen([exe, *command[1:]], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
-        resp = _ask_no_map_yet(domain, proc)
+        resp = ask_scene_query(domain, SceneQuery.Request(question="where is the chair?"), proc)
         assert resp.error_code == SceneQuery.Response.NO_MAP_YET, resp.error_msg
         assert "no frame has been integrated" in resp.error_msg
     finally:

@@ -101,6 +101,50 @@ def test_chain_losses_fall_export_loads_in_the_node_backend(assets: dict[str, Pa
                            time.monotonic() + 60.0)
     assert result.error_code == ErrorCode.SUCCESS, result.error_msg
     assert isinstance(result.answer, str)
+    _export_answers_through_scene_vlm_run(out, meta, assets["root"])
+
+
+def _export_answers_through_scene_vlm_run(export_dir: Path, meta: dict, root: Path) -> None:
+    """The end of the chain as a robot runs it: `scene-vlm run` with model.backend=transformers loads the
+    export, a player in another process replays a small room, and a real client gets SUCCESS from
+    /scene_query."""
+    pytest.importorskip("rclpy")
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from scene_vlm_interfaces.srv import SceneQuery
+    from scene_vlm_ros.commands.make_bag import make_bag
+
+    from .rosutil import ask_scene_query, fresh_domain, replay_in_own_process
+
+    bag = root / "room_for_node"
+    make_bag(source="synthetic", seed=0, frames=30, out=bag, width=160, height=120, progress=False, overwrite=True)
+    domain = fresh_domain()
+    sets = {"model.backend": "transformers", "model.path": str(export_dir), "model.device": "cpu",
+            "model.max_new_tokens": 6, "query.n_frames": meta["n_frames"], "query.image_size_px": meta["image_size_px"],
+            "query.timeout_s": 120.0, "mapping.max_rate_hz": 0.0}
+    cmd = [sys.executable, "-c", "from scene_vlm_ros.cli import main; main()", "run"]
+    for k, v in sets.items():
+        cmd += ["--set", f"{k}={json.dumps(v)}"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "ROS_DOMAIN_ID": str(domain)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        first = ask_scene_query(domain, SceneQuery.Request(question="How many chairs are in the room?",
+                                                            task=SceneQuery.Request.QA), proc, timeout_s=120.0)
+        assert first.error_code == SceneQuery.Response.NO_MAP_YET, (first.error_code, first.error_msg)
+        replay_in_own_process(bag, domain, rate=1.0, wait_for=("/camera/depth/image_raw", "/odom"))
+        resp = ask_scene_query(domain, SceneQuery.Request(question="How many chairs are in the room?",
+                                                           task=SceneQuery.Request.QA), proc,
+                               retry_codes=(SceneQuery.Response.NO_MAP_YET,), timeout_s=120.0)
+        assert resp.error_code == SceneQuery.Response.SUCCESS, (resp.error_code, resp.error_msg)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def test_resume_reproduces_the_uninterrupted_losses_exactly(assets: dict[str, Path]) -> None:
