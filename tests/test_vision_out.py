@@ -111,3 +111,40 @@ def test_detections_round_trip_over_dds() -> None:
     finally:
         executor.shutdown()
         rclpy.shutdown(context=context)
+
+
+@needs_vision_msgs
+@pytest.mark.ros
+def test_node_publishes_detections_of_instances_and_of_query_results() -> None:
+    from vision_msgs.msg import Detection3DArray
+
+    from scene_vlm_interfaces.srv import SceneQuery
+    from scene_vlm_ros.datasets.render import generate_sequence
+    from scene_vlm_ros.datasets.synthetic import generate_layout
+    from scene_vlm_ros.ros.bringup import Bringup
+    from tests.rosutil import call, make_client_node
+
+    params = {"publish.bev_period_s": 0.0, "publish.cloud_period_s": 0.0, "publish.diagnostics_period_s": 0.0,
+              "publish.objects_period_s": 0.2, "model.backend": "fallback", "map_frame": "odom"}
+    with Bringup(params, domain_id=fresh_domain()) as graph:
+        layout = generate_layout(0)
+        for f in generate_sequence(layout, n_frames=12, width=160, height=120, seed=0, speed_mps=None):
+            graph.node.memory.integrate(f.frame)
+        client = make_client_node(graph, "detections_client")
+        got: dict[str, list[Detection3DArray]] = {"all": [], "query": []}
+        client.create_subscription(Detection3DArray, "/scene_vlm/detections", got["all"].append, 10)
+        client.create_subscription(Detection3DArray, "/scene_vlm/query_detections", got["query"].append, 10)
+        n_instances = len(graph.node.memory.snapshot(refresh=True).instances)
+        assert n_instances > 0
+        assert wait_until(lambda: any(len(m.detections) == n_instances for m in got["all"]), timeout_s=15)
+        msg = next(m for m in got["all"] if len(m.detections) == n_instances)
+        assert msg.header.frame_id == "odom"
+        ids = {int(d.id) for d in msg.detections}
+        assert ids == {i.instance_id for i in graph.node.memory.snapshot().instances}
+        query = client.create_client(SceneQuery, "/scene_query")
+        label = next(i.label for i in graph.node.memory.snapshot().instances if i.label)
+        resp = call(query, SceneQuery.Request(question=f"where is the {label}?", task=SceneQuery.Request.GROUNDING))
+        assert resp.error_code == SceneQuery.Response.SUCCESS, resp.error_msg
+        assert wait_until(lambda: bool(got["query"]), timeout_s=10)
+        assert [d.id for d in got["query"][-1].detections] == [str(b.instance_id) for b in resp.boxes]
+        assert got["query"][-1].detections[0].results[0].hypothesis.class_id == label
