@@ -62,8 +62,10 @@ PARAMETERS: dict[str, tuple[Any, str, Optional[tuple[float, float]], Optional[tu
     "mapping.depth_min_m": (0.2, "Depth readings nearer than this are ignored (m).", (0.0, 5.0), None),
     "mapping.depth_max_m": (5.0, "Depth readings farther than this are ignored (m).", (0.5, 50.0), None),
     "mapping.device": ("CPU:0", "Open3D device for fusion: CPU:0 or CUDA:0.", None, None),
-    "mapping.detector_dir": ("", "Directory with yolo-fastest-1.1.{cfg,weights} and coco.names; empty = no "
-                                 "detector.", None, None),
+    "mapping.detector_dir": ("auto", "2D detector for instance labels on keyframes (off the mapping thread): auto = "
+                                     "the best one present (YOLOv4-tiny fetched by set-up into .models/, else "
+                                     "Yolo-Fastest), a directory with a Darknet .cfg/.weights and coco.names, or "
+                                     "none. The node logs which one it runs.", None, None),
     "mapping.max_rate_hz": (15.0, "Integration-rate policy: integrate at most this many frames per second of "
                                   "sensor time (frames in between are counted as skipped, not dropped); 0 = every "
                                   "frame. 15 keeps a 2-core CPU host ahead of a 30 Hz camera; raise it (or 0) on a "
@@ -77,8 +79,14 @@ PARAMETERS: dict[str, tuple[Any, str, Optional[tuple[float, float]], Optional[tu
     "query.queue_size": (8, "Queries waiting for the model; more get BUSY.", (1, 1000), None),
     "query.timeout_s": (30.0, "Default per-query deadline (s) when the request's timeout_s is 0.", (0.01, 3600.0),
                         None),
-    "query.n_frames": (8, "Marked keyframes shown to the model with the BEV (GPT4Scene used 32).", (1, 64), None),
-    "query.image_size_px": (512, "Longer side of every image given to the model (px).", (64, 2048), None),
+    "query.prompt_profile": ("default", "How the model is prompted: default (8 marked frames + BEV, a system turn "
+                                        "explaining the markers) or gpt4scene (GPT4Scene's released evaluation "
+                                        "input: 32 marked frames then the BEV, no system prompt, 512 px; the public "
+                                        "GPT4Scene checkpoint needs it).", None, ("default", "gpt4scene")),
+    "query.n_frames": (0, "Marked keyframes shown to the model with the BEV; 0 = the prompt profile's (8 default, "
+                          "32 gpt4scene).", (0, 64), None),
+    "query.image_size_px": (0, "Longer side of every image given to the model (px); 0 = the prompt profile's "
+                               "(512).", (0, 2048), None),
     "query.max_question_chars": (2000, "Longer questions get INVALID_REQUEST.", (1, 100000), None),
     # -- model -----------------------------------------------------------------------------------
     "model.backend": ("fallback", "fallback (no weights: labels + geometry), transformers (local Qwen2-VL "

@@ -65,7 +65,7 @@ NODE_NAME = "scene_vlm"
 #: parameter is read in on_configure, so changing it while configured is refused with the transitions
 #: that make it take effect.
 RUNTIME_PARAMETERS = frozenset({
-    "query.timeout_s", "query.n_frames", "query.image_size_px", "query.max_question_chars",
+    "query.timeout_s", "query.prompt_profile", "query.n_frames", "query.image_size_px", "query.max_question_chars",
     "publish.bev_period_s", "publish.objects_period_s", "publish.cloud_period_s", "publish.cloud_max_points",
     "publish.diagnostics_period_s", "diagnostics.stale_warn_s", "diagnostics.stale_error_s", "autostart",
     "memory.root_dir",
@@ -97,10 +97,26 @@ def memory_config_from(cfg: NodeConfig) -> Any:
         clear_radius_m=cfg["mapping.clear_radius_m"],
         frame_id=cfg["map_frame"],
     )
-    if cfg["mapping.detector_dir"]:
-        kwargs["detector_model_dir"] = cfg["mapping.detector_dir"]
+    detector = resolve_detector_dir(cfg["mapping.detector_dir"])
+    if detector is not None:
+        kwargs["detector_model_dir"] = str(detector)
         kwargs["use_detector"] = True
+        # A live robot: when the detector thread is behind, skip keyframes rather than queue them.
+        kwargs["detector_drop_when_busy"] = True
     return MemoryConfig(**kwargs)
+
+
+def resolve_detector_dir(value: str) -> Optional[Path]:
+    """``mapping.detector_dir``: "auto" -> the best detector present (or None), "" / "none" -> None, else the
+    directory as given (a missing or corrupt one is reported by the memory at configure time)."""
+    if value in ("", "none"):
+        return None
+    if value == "auto":
+        from ..core.detector import find_best_detector
+
+        choice = find_best_detector()
+        return None if choice is None else Path(choice.model_dir)
+    return Path(value).expanduser()
 
 
 def make_backend_from(cfg: NodeConfig) -> VLMBackend:
@@ -116,7 +132,7 @@ def make_backend_from(cfg: NodeConfig) -> VLMBackend:
         return make_backend(
             "transformers", model_path=cfg["model.path"], device=cfg["model.device"], dtype=cfg["model.dtype"],
             load_in_4bit=cfg["model.load_in_4bit"], max_new_tokens=cfg["model.max_new_tokens"],
-            max_image_side_px=cfg["query.image_size_px"],
+            max_image_side_px=cfg["query.image_size_px"] or None,
         )
     if kind == "openai":
         return make_backend(
@@ -210,9 +226,13 @@ class SceneVlmNode(LifecycleNode):
         self.cfg.values.update(changes)
         worker = self.worker
         if worker is not None:
+            from ..vlm.prompts import get_profile
+
             worker.default_timeout_s = float(self.cfg["query.timeout_s"])
-            worker.engine.n_frames = int(self.cfg["query.n_frames"])
-            worker.engine.image_size_px = int(self.cfg["query.image_size_px"])
+            worker.engine.profile = get_profile(self.cfg["query.prompt_profile"])
+            worker.engine.n_frames = int(self.cfg["query.n_frames"]) or worker.engine.profile.n_frames
+            worker.engine.image_size_px = (int(self.cfg["query.image_size_px"])
+                                           or worker.engine.profile.image_size_px)
         if any(name.startswith("publish.") and name.endswith("_period_s") for name in changes) and self._active:
             self._start_timers()
         self.get_logger().info("applied at run time: " + ", ".join(f"{k}={v}" for k, v in sorted(changes.items())))
@@ -263,8 +283,9 @@ class SceneVlmNode(LifecycleNode):
             refresh_period_s=cfg["mapping.refresh_period_s"]))
         self._load_backend(cfg)
         engine = QueryEngine(
-            self.backend, self.backend_error, n_frames=cfg["query.n_frames"],
-            image_size_px=cfg["query.image_size_px"], max_new_tokens=cfg["model.max_new_tokens"],
+            self.backend, self.backend_error, n_frames=cfg["query.n_frames"] or None,
+            image_size_px=cfg["query.image_size_px"] or None, max_new_tokens=cfg["model.max_new_tokens"],
+            prompt_profile=cfg["query.prompt_profile"],
         )
         self.worker = QueryWorker(engine, queue_size=cfg["query.queue_size"], default_timeout_s=cfg["query.timeout_s"])
         self._pubs = {
@@ -275,9 +296,12 @@ class SceneVlmNode(LifecycleNode):
             "diagnostics": self.create_publisher(DiagnosticArray, "/diagnostics", 10),
         }
         self._vision = VisionOutputs(self)
+        detector = self.memory.detector_name or (f"none ({self.memory.detector_error})" if self.memory.detector_error
+                                                 else "none")
         self.get_logger().info(
-            f"configured: map frame '{cfg['map_frame']}', voxel {cfg['mapping.voxel_size_m']} m, "
-            f"model backend '{cfg['model.backend']}' ({'ready' if self.backend else self.backend_error})"
+            f"configured: map frame '{cfg['map_frame']}', voxel {cfg['mapping.voxel_size_m']} m, detector {detector}, "
+            f"model backend '{cfg['model.backend']}' ({'ready' if self.backend else self.backend_error}), "
+            f"prompt profile '{cfg['query.prompt_profile']}' ({engine.n_frames} frames, {engine.image_size_px} px)"
         )
         return TransitionCallbackReturn.SUCCESS
 
@@ -383,6 +407,8 @@ class SceneVlmNode(LifecycleNode):
     def _release(self) -> None:
         if self.mapper is not None:
             self.mapper.stop()
+        if self.memory is not None and hasattr(self.memory, "close"):
+            self.memory.close()  # ends its detector thread
         if self.worker is not None:
             self.worker.shutdown()
         if self.backend is not None:
