@@ -160,10 +160,12 @@ class SceneVlmNode(LifecycleNode):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._backend_injected = backend
 
-        # Input callbacks are reentrant (each only converts and hands over under _pipeline_lock):
-        # with a mutually exclusive group, rclpy serves ready subscriptions in creation order and a
-        # backlog on the first topics starves the later ones (the mask), breaking time sync.
-        self._input_group = ReentrantCallbackGroup()
+        # Each input subscription has a mutually exclusive group of its own: streams never starve
+        # each other (one group for all served them in creation order), and at most one message per
+        # topic is in the executor at a time, so the backlog stays in the subscription's bounded
+        # KEEP_LAST queue. (With a reentrant group the executor took every message off DDS into its
+        # thread pool's unbounded queue and rescanned that list on every spin: under load the spin
+        # loop held the GIL and the node fell further behind.)
         self._pipeline_lock = threading.Lock()
         self._memory_group = MutuallyExclusiveCallbackGroup()
         self._query_group = ReentrantCallbackGroup()
@@ -177,6 +179,7 @@ class SceneVlmNode(LifecycleNode):
         self.backend: Optional[VLMBackend] = None
         self.backend_error = "the node is not configured yet"
         self._subs: list[Any] = []
+        self._ingest: Optional[tuple[Any, Any, threading.Thread]] = None
         self._timers: list[Any] = []
         self._pubs: dict[str, Any] = {}
         self._t_activated = 0.0
@@ -325,31 +328,38 @@ class SceneVlmNode(LifecycleNode):
             reliability=ReliabilityPolicy.RELIABLE if cfg["topics.reliable"] else ReliabilityPolicy.BEST_EFFORT,
             durability=qos_profile_sensor_data.durability,
         )
-        g = self._input_group
+        def g() -> MutuallyExclusiveCallbackGroup:
+            return MutuallyExclusiveCallbackGroup()
+
+        # The inputs live on a small node of their own with its own executor thread: each spin of
+        # rclpy's Python executor rebuilds a wait set of every entity of its nodes (services, action,
+        # timers, TF, publishers...), and at camera rate that cost on the main executor left image
+        # messages to overflow their queues. This node has only the input subscriptions.
+        ingest = self._start_ingest_node()
         # Creation order matters: rclpy serves ready subscriptions in this order, so the small,
         # cheap messages every frame depends on (odometry, camera info, labels) come first and are
         # never stuck behind a backlog of images.
         self._subs = []
         if cfg["topics.odom"]:
-            self._subs.append(self.create_subscription(
+            self._subs.append(ingest.create_subscription(
                 Odometry, cfg["topics.odom"], lambda m: self._feed("odom", m), QoSProfile(depth=100),
-                callback_group=g))
-        self._subs.append(self.create_subscription(
-            CameraInfo, cfg["topics.camera_info"], lambda m: self._feed("camera_info", m), qos, callback_group=g))
-        self._subscribe_tf(g)
+                callback_group=g()))
+        self._subs.append(ingest.create_subscription(
+            CameraInfo, cfg["topics.camera_info"], lambda m: self._feed("camera_info", m), qos, callback_group=g()))
+        self._subscribe_tf(ingest, g())
         if cfg["use_instance_mask"]:
-            self._subs.append(self.create_subscription(
+            self._subs.append(ingest.create_subscription(
                 InstanceLabelArray, cfg["topics.instance_labels"], lambda m: self._feed("labels", m),
-                QoSProfile(depth=10), callback_group=g))
+                QoSProfile(depth=10), callback_group=g()))
         streams = [("depth", cfg["topics.depth"]), ("color", cfg["topics.color"])]
         if cfg["use_instance_mask"]:
             streams.append(("mask", cfg["topics.instance_mask"]))
         for stream, topic in streams:
             compressed = topic.endswith(("/compressed", "/compressedDepth"))
-            self._subs.append(self.create_subscription(
+            self._subs.append(ingest.create_subscription(
                 CompressedImage if compressed else Image, topic,
                 (lambda raw, s=stream, c=compressed: self._feed_raw_image(s, raw, c)), qos,
-                callback_group=g, raw=True))
+                callback_group=g(), raw=True))
         self._start_timers()
         self._active = True
         self._t_activated = time.monotonic()
@@ -382,8 +392,7 @@ class SceneVlmNode(LifecycleNode):
         ]
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        for s in self._subs:
-            self.destroy_subscription(s)
+        self._stop_ingest_node()
         for t in self._timers:
             self.destroy_timer(t)
         self._subs, self._timers = [], []
@@ -405,6 +414,7 @@ class SceneVlmNode(LifecycleNode):
         super().destroy_node()
 
     def _release(self) -> None:
+        self._stop_ingest_node()
         if self.mapper is not None:
             self.mapper.stop()
         if self.memory is not None and hasattr(self.memory, "close"):
@@ -425,7 +435,38 @@ class SceneVlmNode(LifecycleNode):
         self.backend_error = "the node is not configured"
 
     # -- mapping callbacks -----------------------------------------------------------------------
-    def _subscribe_tf(self, group: Any) -> None:
+    def _start_ingest_node(self) -> Any:
+        """``<name>_ingest``: the input subscriptions, spun by a single-threaded executor of its own."""
+        from rclpy.executors import SingleThreadedExecutor
+
+        node = rclpy.create_node(f"{self.get_name()}_ingest", namespace=self.get_namespace(), context=self.context)
+        executor = SingleThreadedExecutor(context=self.context)
+        executor.add_node(node)
+        thread = threading.Thread(target=self._spin_ingest, args=(executor,), name="scene-vlm-ingest", daemon=True)
+        self._ingest = (node, executor, thread)
+        thread.start()
+        return node
+
+    @staticmethod
+    def _spin_ingest(executor: Any) -> None:
+        try:
+            executor.spin()
+        except Exception:  # the context shut down (Ctrl-C): the node is going away anyway
+            pass
+
+    def _stop_ingest_node(self) -> None:
+        if self._ingest is None:
+            return
+        node, executor, thread = self._ingest
+        self._ingest = None
+        executor.shutdown(timeout_sec=2.0)
+        thread.join(timeout=5.0)
+        for sub in self._subs:
+            node.destroy_subscription(sub)
+        self._subs = []
+        node.destroy_node()
+
+    def _subscribe_tf(self, node: Any, group: Any) -> None:
         """/tf_static (the camera extrinsic from the robot's URDF) and, without odometry, /tf
         (``odom -> base_link`` from a SLAM stack), when tf2_msgs is importable."""
         try:
@@ -437,10 +478,10 @@ class SceneVlmNode(LifecycleNode):
 
         latched = QoSProfile(depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                              reliability=ReliabilityPolicy.RELIABLE)
-        self._subs.append(self.create_subscription(
+        self._subs.append(node.create_subscription(
             TFMessage, "/tf_static", lambda m: self._feed("tf_static", m), latched, callback_group=group))
         if not self.cfg["topics.odom"] and self._tf_poses is None:
-            self._subs.append(self.create_subscription(
+            self._subs.append(node.create_subscription(
                 TFMessage, "/tf", lambda m: self._feed("tf", m), QoSProfile(depth=100), callback_group=group))
 
     def _feed(self, stream: str, msg: Any) -> None:
