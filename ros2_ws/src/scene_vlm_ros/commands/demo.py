@@ -149,7 +149,8 @@ def run_demo(out: Path = Path("out/demo"), frames: int = 150, width: int = 640, 
         dropped = {k[len("dropped_"):]: v for k, v in diag.items() if k.startswith("dropped_")}
         console.print(
             f"published {published.get('/camera/depth/image_raw')} frames, received {diag.get('frames_received')}, "
-            f"integrated {n_integrated}, skipped by the rate policy (mapping.max_rate_hz={graph.node.cfg['mapping.max_rate_hz']}) "
+            f"integrated {n_integrated}, skipped by the rate policy "
+            f"(mapping.max_rate_hz={graph.node.cfg['mapping.max_rate_hz']}) "
             f"{diag.get('frames_skipped_by_rate_policy')}, dropped {dropped or 'none'}; {len(snap.instances)} "
             f"instances; integration p50 {diag.get('integration_ms_p50')} ms / p95 {diag.get('integration_ms_p95')} ms")
 
