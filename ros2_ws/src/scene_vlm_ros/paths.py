@@ -40,4 +40,6 @@ def use_fastdds_profile() -> Optional[str]:
         profile = config_file("fastdds_shm.xml")
         if profile is not None:
             os.environ[FASTDDS_PROFILE_ENV] = str(profile)
+            # Fast DDS 2.x (ROS 2 Jazzy) reads the older name.
+            os.environ.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", str(profile))
     return os.environ.get(FASTDDS_PROFILE_ENV)
