@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The one documented extra argument: colcon stops descending at the root package.xml, so the
-#: interface package below it is named as a second base path (docs/robot-usage.md).
+#: interface package below it is named as a second base path (README, "How a robot uses it").
 BASE_PATHS = ["src", "src/scene_vlm_ros/ros2_ws/src"]
 
 
