@@ -357,3 +357,77 @@ def test_auto_pose_source_falls_back_to_odometry_when_tf_cannot_connect() -> Non
     got = _run(p2, _frame_msgs(STAMP0))
     assert p2.pose_mode == "tf" and len(got) == 1
     np.testing.assert_allclose(got[0].T_world_camera, T_tf)  # TF's pose ends at the camera: no extrinsic
+
+
+def test_thousands_of_malformed_messages_never_escape_the_pipeline() -> None:
+    """3,000 randomly broken messages (wrong encodings and sizes, truncated or garbage data, NaN and zero
+    poses, corrupt compressed images, garbage CDR bytes): nothing raises, every one is counted under a
+    named reason, and a good frame afterwards still comes out with the right pose."""
+    rng = np.random.default_rng(11)
+    p = FramePipeline(T_BASE_CAM)
+    good_color = m.image_to_msg(_rgb(), "rgb8", STAMP0, "cam")
+    good_depth = m.depth_to_msg(_depth(), STAMP0, "cam")
+    raw_color = m.serialize(good_color)
+    n_raw_bad = 0
+    for k in range(3000):
+        kind = k % 10
+        stamp = STAMP0 + int(rng.integers(0, 10**9))
+        if kind == 0:
+            msg = m.image_to_msg(_rgb(), "rgb8", stamp, "cam")
+            msg.encoding = str(rng.choice(["yuv422", "", "bayer_rggb8", "64FC1"]))
+            p.on_message("color", msg)
+        elif kind == 1:
+            msg = m.depth_to_msg(_depth(), stamp, "cam")
+            msg.data = msg.data[: int(rng.integers(0, len(msg.data)))]
+            p.on_message("depth", msg)
+        elif kind == 2:
+            msg = m.depth_to_msg(_depth(), stamp, "cam")
+            msg.step = int(rng.integers(0, msg.step))
+            p.on_message("depth", msg)
+        elif kind == 3:
+            T = np.eye(4)  # noqa: N806
+            msg = m.odometry_to_msg(T, stamp)
+            setattr(msg.pose.pose.position, str(rng.choice(["x", "y", "z"])), float("nan"))
+            p.on_message("odom", msg)
+        elif kind == 4:
+            msg = m.odometry_to_msg(np.eye(4), stamp)
+            msg.pose.pose.orientation.w = 0.0
+            p.on_message("odom", msg)
+        elif kind == 5:
+            info = m.camera_info_to_msg(INTR, stamp, "cam")
+            info.k = np.where(rng.random(9) < 0.5, np.nan, 0.0)
+            p.on_message("camera_info", info)
+        elif kind == 6:
+            msg = m.compressed_image_to_msg(_rgb(), stamp, "cam")
+            msg.data = rng.integers(0, 255, int(rng.integers(0, 500)), dtype=np.uint8)
+            p.on_message("color", msg)
+        elif kind == 7:
+            msg = m.compressed_depth_to_msg(_depth(), stamp, "cam")
+            msg.data = msg.data[: int(rng.integers(0, 40))]
+            p.on_message("depth", msg)
+        elif kind == 8:  # the node's raw path: garbage bytes that fail to parse are counted too
+            cut = raw_color[: int(rng.integers(0, len(raw_color) // 2))]
+            try:
+                view = decode.parse_image_cdr(cut)
+            except decode.MessageConversionError as exc:
+                p.record_invalid("color", exc)
+                n_raw_bad += 1
+            else:
+                p.on_message("color", view)
+        else:
+            msg = m.image_to_msg(np.zeros((4, 4), np.uint16), "16UC1", stamp, "cam")
+            msg.height, msg.width = 0, 0
+            p.on_message("mask", msg)
+    stats = p.stats()
+    assert sum(stats["received"].values()) == 3000
+    assert set(stats["dropped"]) <= set(DROP_REASONS), stats["dropped"]
+    invalid = sum(v for k, v in stats["dropped"].items() if k.startswith("invalid_"))
+    assert invalid == 3000 and n_raw_bad > 0, stats["dropped"]
+    assert stats["frames_out"] == 0
+    # The same pipeline still makes a good frame.
+    T = make_transform(rot_z(0.2), [1.0, 0.0, 0.0])  # noqa: N806
+    out = _run(p, [("odom", m.odometry_to_msg(T, STAMP0)), ("camera_info", m.camera_info_to_msg(INTR, STAMP0, "cam")),
+                   ("color", good_color), ("depth", good_depth),
+                   ("odom", m.odometry_to_msg(T, STAMP0 + 10_000_000))])
+    assert len(out) == 1
+    np.testing.assert_allclose(out[0].T_world_camera, T @ T_BASE_CAM, atol=1e-9)
