@@ -112,3 +112,16 @@ def ask_scene_query(domain_id: int, request: Any, proc: Any = None, retry_codes:
         executor.shutdown()
         node.destroy_node()
         rclpy.shutdown(context=ctx)
+
+
+def stop_process(proc: Any, timeout_s: float = 30.0) -> int:
+    """Ctrl-C (SIGINT) a node process and wait for it; killed (and TimeoutExpired raised) if it hangs."""
+    import signal
+    import subprocess
+
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise

@@ -14,19 +14,10 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 SceneQuery = pytest.importorskip("scene_vlm_interfaces.srv").SceneQuery
 
-from .rosutil import ask_scene_query, fresh_domain  # noqa: E402
+from .rosutil import ask_scene_query, fresh_domain, stop_process  # noqa: E402
 
 pytestmark = pytest.mark.ros
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _stop(proc: subprocess.Popen) -> int:
-    proc.send_signal(signal.SIGINT)
-    try:
-        return proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
 
 
 @pytest.mark.parametrize("command", [
@@ -46,5 +37,5 @@ def test_executable_serves_scene_query_and_stops_on_sigint(command):
         assert resp.error_code == SceneQuery.Response.NO_MAP_YET, resp.error_msg
         assert "no frame has been integrated" in resp.error_msg
     finally:
-        rc = _stop(proc)
+        rc = stop_process(proc)
     assert rc in (0, -signal.SIGINT), proc.stderr.read()[-3000:]

@@ -110,14 +110,13 @@ def _export_answers_through_scene_vlm_run(export_dir: Path, meta: dict, root: Pa
     /scene_query."""
     pytest.importorskip("rclpy")
     import os
-    import signal
     import subprocess
     import sys
 
     from scene_vlm_interfaces.srv import SceneQuery
     from scene_vlm_ros.commands.make_bag import make_bag
 
-    from .rosutil import ask_scene_query, fresh_domain, replay_in_own_process
+    from .rosutil import ask_scene_query, fresh_domain, replay_in_own_process, stop_process
 
     bag = root / "room_for_node"
     make_bag(source="synthetic", seed=0, frames=30, out=bag, width=160, height=120, progress=False, overwrite=True)
@@ -140,11 +139,7 @@ def _export_answers_through_scene_vlm_run(export_dir: Path, meta: dict, root: Pa
                                retry_codes=(SceneQuery.Response.NO_MAP_YET,), timeout_s=120.0)
         assert resp.error_code == SceneQuery.Response.SUCCESS, (resp.error_code, resp.error_msg)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
 
 def test_resume_reproduces_the_uninterrupted_losses_exactly(assets: dict[str, Path]) -> None:

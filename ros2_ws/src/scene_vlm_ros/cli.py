@@ -28,11 +28,9 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _write_json(obj: dict, out: Optional[Path]) -> None:
-    text = json.dumps(obj, indent=2, default=str)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
-    typer.echo(text)
+    from .commands import emit_json
+
+    emit_json(obj, out)
 
 
 @app.command()

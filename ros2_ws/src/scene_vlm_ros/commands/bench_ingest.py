@@ -27,6 +27,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Optional
 
+from . import emit_json
+
 DEFAULT_CONFIG = Path(__file__).resolve().parents[4] / "config" / "scene_vlm.yaml"
 
 
@@ -242,11 +244,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         overrides[k.strip()] = yaml.safe_load(v)
     res = bench_ingest(args.bag, rate=args.rate, config=args.config, overrides=overrides, offline=not args.no_offline,
                        log_dir=args.out.parent if args.out else None)
-    text = json.dumps(res, indent=2, default=str)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-    print(text)
+    emit_json(res, args.out)
     return 0
 
 

@@ -19,7 +19,6 @@ gives a row that says so.
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import time
@@ -32,6 +31,7 @@ from ..core.detector import PRESETS, DetectorUnavailableError, check_detector_fi
 from ..core.memory import MemoryConfig, SceneMemory
 from ..core.referring import canonical_label
 from ..core.types import Instance, SceneSnapshot
+from . import emit_json
 
 logger = logging.getLogger(__name__)
 
@@ -282,11 +282,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     lounge = args.lounge_dir or find_shared("data", "sun3d-lounge")
     seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
     result = bench_recognition(kitchen, lounge, synthetic_seeds=seeds, synthetic_frames=args.frames, sources=sources)
-    text = json.dumps(result, indent=2, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o))
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-    print(text)
+    emit_json(result, args.out, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o))
     return 0
 
 
