@@ -403,7 +403,8 @@ def test_live_equals_offline_on_grounding(user_bag, user_queries, offline_run, t
     m_live = json.loads((live / "metrics.json").read_text())
     assert m_live["mode"] == "live"
     # Same rate policy on both paths, and nothing lost on the way through DDS and the synchroniser.
-    assert m_live["mapping"]["frames_integrated"] == m_off["mapping"]["frames_integrated"], m_live["mapping"]
+    assert m_live["mapping"]["frames_integrated"] == m_off["mapping"]["frames_integrated"], json.dumps(
+        m_live["mapping"])
     for key in ("acc@0.25", "acc@0.5"):
         assert m_live["tasks"]["grounding"]["overall"][key] == m_off["tasks"]["grounding"]["overall"][key]
     rows_off = {r["id"]: r for r in map(json.loads, (offline / "answers.jsonl").read_text().splitlines())}

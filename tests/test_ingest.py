@@ -431,3 +431,15 @@ def test_thousands_of_malformed_messages_never_escape_the_pipeline() -> None:
                    ("odom", m.odometry_to_msg(T, STAMP0 + 10_000_000))])
     assert len(out) == 1
     np.testing.assert_allclose(out[0].T_world_camera, T @ T_BASE_CAM, atol=1e-9)
+
+
+def test_poll_releases_a_frame_whose_tf_pose_arrived_later() -> None:
+    """TF mode: the transform lands in the tf2 buffer, not in the pipeline; poll() releases the frame."""
+    ready = {"ok": False}
+    T_tf = make_transform(np.eye(3), [1.0, 2.0, 0.0])  # noqa: N806
+    p = FramePipeline(T_BASE_CAM, camera_pose=lambda f, s: (T_tf, "ok") if ready["ok"] else (None, "wait"))
+    assert _run(p, _frame_msgs(STAMP0)) == [] and p.poll() == []
+    ready["ok"] = True
+    out = p.poll()
+    assert len(out) == 1 and p.poll() == []
+    np.testing.assert_allclose(out[0].T_world_camera, T_tf)

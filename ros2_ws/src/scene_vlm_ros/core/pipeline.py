@@ -434,6 +434,11 @@ class FramePipeline:
             out.append(frame)
         return out
 
+    def poll(self) -> list[RGBDFrame]:
+        """Release waiting frames whose pose became known without a message through this pipeline
+        (TF mode: transforms arrive in the tf2 buffer); the node calls it periodically."""
+        return self._release() if self._waiting else []
+
     def flush(self) -> list[RGBDFrame]:
         """End of input (a bag's last message): release what can be posed; the rest is ``no_pose``."""
         out = self._release(final=True)

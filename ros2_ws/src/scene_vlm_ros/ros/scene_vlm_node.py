@@ -440,6 +440,9 @@ class SceneVlmNode(LifecycleNode):
         from rclpy.executors import SingleThreadedExecutor
 
         node = rclpy.create_node(f"{self.get_name()}_ingest", namespace=self.get_namespace(), context=self.context)
+        # In TF mode a frame's pose can become known without any message through the pipeline (the
+        # transform lands in the tf2 buffer): look again at 20 Hz.
+        node.create_timer(0.05, self._poll_pipeline, callback_group=MutuallyExclusiveCallbackGroup())
         executor = SingleThreadedExecutor(context=self.context)
         executor.add_node(node)
         thread = threading.Thread(target=self._spin_ingest, args=(executor,), name="scene-vlm-ingest", daemon=True)
@@ -491,6 +494,14 @@ class SceneVlmNode(LifecycleNode):
             return
         with self._pipeline_lock:
             frames = pipeline.on_message(stream, msg)
+        mapper.submit(frames)
+
+    def _poll_pipeline(self) -> None:
+        pipeline, mapper = self.pipeline, self.mapper
+        if pipeline is None or mapper is None:
+            return
+        with self._pipeline_lock:
+            frames = pipeline.poll()
         mapper.submit(frames)
 
     def _feed_raw_image(self, stream: str, raw: bytes, compressed: bool) -> None:
