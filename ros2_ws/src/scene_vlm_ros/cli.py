@@ -261,6 +261,16 @@ def bench_all(out: Annotated[Path, typer.Option(help="Directory for the JSON fil
     bench_mapping_cmd(out=out / "mapping.json")
     bench_prompt_cmd(out=out / "prompt.json")
     bench_query_cmd(out=out / "query.json")
+    # The README's ingest rows: node and player as processes on a 300-frame 640x480 30 Hz bag.
+    from .commands.bench_ingest import main as bench_ingest_main
+    from .commands.make_bag import make_bag as make_bag_cmd
+
+    bag = out / "ingest_bag"
+    if not (bag / "metadata.yaml").is_file():
+        make_bag_cmd(source="synthetic", seed=1, frames=300, out=bag, progress=False, overwrite=True)
+    bench_ingest_main([str(bag), "--out", str(out / "ingest.json")])
+    bench_ingest_main([str(bag), "--no-offline", "--set", "mapping.max_rate_hz=15", "--out",
+                       str(out / "ingest_15hz.json")])
 
 
 @bench_app.command("recognition", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
