@@ -121,9 +121,10 @@ def _export_answers_through_scene_vlm_run(export_dir: Path, meta: dict, root: Pa
     bag = root / "room_for_node"
     make_bag(source="synthetic", seed=0, frames=30, out=bag, width=160, height=120, progress=False, overwrite=True)
     domain = fresh_domain()
+    # No frame count, image size or prompt profile given: the node takes them from the export's
+    # scene_vlm_export.json (query.prompt_profile auto, n_frames / image_size_px 0).
     sets = {"model.backend": "transformers", "model.path": str(export_dir), "model.device": "cpu",
-            "model.max_new_tokens": 6, "query.n_frames": meta["n_frames"], "query.image_size_px": meta["image_size_px"],
-            "query.timeout_s": 120.0, "mapping.max_rate_hz": 0.0}
+            "model.max_new_tokens": 6, "query.timeout_s": 120.0, "mapping.max_rate_hz": 0.0}
     cmd = [sys.executable, "-c", "from scene_vlm_ros.cli import main; main()", "run"]
     for k, v in sets.items():
         cmd += ["--set", f"{k}={json.dumps(v)}"]
@@ -140,6 +141,9 @@ def _export_answers_through_scene_vlm_run(export_dir: Path, meta: dict, root: Pa
         assert resp.error_code == SceneQuery.Response.SUCCESS, (resp.error_code, resp.error_msg)
     finally:
         stop_process(proc)
+    log = proc.stdout.read() + proc.stderr.read()
+    expected = f"prompt profile '{meta['prompt_profile']}' ({meta['n_frames']} frames, {meta['image_size_px']} px)"
+    assert expected in log, log[-3000:]
 
 
 def test_resume_reproduces_the_uninterrupted_losses_exactly(assets: dict[str, Path]) -> None:

@@ -10,7 +10,6 @@ a separate ``<out>-heads/`` directory for continued training; the node never see
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -26,15 +25,8 @@ from .model.wrapper import HEAD_PREFIXES
 
 logger = logging.getLogger(__name__)
 
-EXPORT_METADATA = "scene_vlm_export.json"
-
-
-def prompt_version(profile_name: str) -> str:
-    """``<profile>-<sha256[:12]>`` of the profile's full definition (templates, frames, image cap)."""
-    from scene_vlm_ros.vlm.prompts import get_profile
-
-    profile = get_profile(profile_name)
-    return f"{profile.name}-{hashlib.sha256(repr(profile).encode()).hexdigest()[:12]}"
+# The node reads this file (scene_vlm_ros.vlm.prompts.export_prompt_settings): one name, one version hash.
+from scene_vlm_ros.vlm.prompts import EXPORT_METADATA, prompt_version  # noqa: E402, F401
 
 
 def _load_weights(ckpt: Path, cfg: FitConfig) -> Any:

@@ -80,14 +80,15 @@ PARAMETERS: dict[str, tuple[Any, str, Optional[tuple[float, float]], Optional[tu
     "query.queue_size": (8, "Queries waiting for the model; more get BUSY.", (1, 1000), None),
     "query.timeout_s": (30.0, "Default per-query deadline (s) when the request's timeout_s is 0.", (0.01, 3600.0),
                         None),
-    "query.prompt_profile": ("default", "How the model is prompted: default (8 marked frames + BEV, a system turn "
-                                        "explaining the markers) or gpt4scene (GPT4Scene's released evaluation "
-                                        "input: 32 marked frames then the BEV, no system prompt, 512 px; the public "
-                                        "GPT4Scene checkpoint needs it).", None, ("default", "gpt4scene")),
-    "query.n_frames": (0, "Marked keyframes shown to the model with the BEV; 0 = the prompt profile's (8 default, "
-                          "32 gpt4scene).", (0, 64), None),
-    "query.image_size_px": (0, "Longer side of every image given to the model (px); 0 = the prompt profile's "
-                               "(512).", (0, 2048), None),
+    "query.prompt_profile": ("auto", "How the model is prompted: default (8 marked frames + BEV, a system turn "
+                                     "explaining the markers), gpt4scene (GPT4Scene's released evaluation input: "
+                                     "32 marked frames then the BEV, no system prompt, 512 px; the public GPT4Scene "
+                                     "checkpoint needs it), or auto (what model.path's scene_vlm_export.json says "
+                                     "it was trained with, else default).", None, ("auto", "default", "gpt4scene")),
+    "query.n_frames": (0, "Marked keyframes shown to the model with the BEV; 0 = the export's, else the prompt "
+                          "profile's (8 default, 32 gpt4scene).", (0, 64), None),
+    "query.image_size_px": (0, "Longer side of every image given to the model (px); 0 = the export's, else the "
+                               "prompt profile's (512).", (0, 2048), None),
     "query.max_question_chars": (2000, "Longer questions get INVALID_REQUEST.", (1, 100000), None),
     # -- model -----------------------------------------------------------------------------------
     "model.backend": ("fallback", "fallback (no weights: labels + geometry), transformers (local Qwen2-VL "

@@ -119,7 +119,31 @@ def resolve_detector_dir(value: str) -> Optional[Path]:
     return Path(value).expanduser()
 
 
-def make_backend_from(cfg: NodeConfig) -> VLMBackend:
+def prompt_settings_from(cfg: NodeConfig) -> tuple[str, Optional[int], Optional[int], str]:
+    """``(profile, n_frames or None, image_size_px or None, warning)`` the node prompts with: explicit
+    parameters win; ``auto`` / 0 take what a model exported by `scene-vlm-train export` says it was
+    trained with (``scene_vlm_export.json`` in ``model.path``), else the profile's own values. The
+    warning (or "") says when the installed templates differ from the ones the model was trained on."""
+    from ..vlm.prompts import export_prompt_settings, prompt_version
+
+    export, warning = None, ""
+    if cfg["model.backend"] == "transformers":
+        try:
+            export = export_prompt_settings(cfg["model.path"])
+        except ValueError as exc:
+            warning = str(exc)
+    profile = cfg["query.prompt_profile"]
+    if profile == "auto":
+        profile = export["prompt_profile"] if export else "default"
+    n_frames = cfg["query.n_frames"] or (export["n_frames"] if export else None)
+    image_size = cfg["query.image_size_px"] or (export["image_size_px"] if export else None)
+    if export and export["prompt_version"] and export["prompt_version"] != prompt_version(profile):
+        warning = (f"the model was trained with prompt {export['prompt_version']} but the node prompts with "
+                   f"{prompt_version(profile)}: answers may suffer (set query.prompt_profile to match)")
+    return profile, n_frames, image_size, warning
+
+
+def make_backend_from(cfg: NodeConfig, image_size_px: Optional[int] = None) -> VLMBackend:
     """Create (not load) the configured backend; raises ModelUnavailableError for bad settings."""
     from ..vlm.backends.factory import make_backend
 
@@ -132,7 +156,7 @@ def make_backend_from(cfg: NodeConfig) -> VLMBackend:
         return make_backend(
             "transformers", model_path=cfg["model.path"], device=cfg["model.device"], dtype=cfg["model.dtype"],
             load_in_4bit=cfg["model.load_in_4bit"], max_new_tokens=cfg["model.max_new_tokens"],
-            max_image_side_px=cfg["query.image_size_px"] or None,
+            max_image_side_px=image_size_px or cfg["query.image_size_px"] or None,
         )
     if kind == "openai":
         return make_backend(
@@ -231,11 +255,11 @@ class SceneVlmNode(LifecycleNode):
         if worker is not None:
             from ..vlm.prompts import get_profile
 
+            profile, n_frames, image_size, _warning = prompt_settings_from(self.cfg)
             worker.default_timeout_s = float(self.cfg["query.timeout_s"])
-            worker.engine.profile = get_profile(self.cfg["query.prompt_profile"])
-            worker.engine.n_frames = int(self.cfg["query.n_frames"]) or worker.engine.profile.n_frames
-            worker.engine.image_size_px = (int(self.cfg["query.image_size_px"])
-                                           or worker.engine.profile.image_size_px)
+            worker.engine.profile = get_profile(profile)
+            worker.engine.n_frames = n_frames or worker.engine.profile.n_frames
+            worker.engine.image_size_px = image_size or worker.engine.profile.image_size_px
         if any(name.startswith("publish.") and name.endswith("_period_s") for name in changes) and self._active:
             self._start_timers()
         self.get_logger().info("applied at run time: " + ", ".join(f"{k}={v}" for k, v in sorted(changes.items())))
@@ -284,11 +308,13 @@ class SceneVlmNode(LifecycleNode):
         self.mapper = MappingWorker(self.memory, MappingWorkerConfig(
             queue_size=cfg["sync.mapping_queue_size"], max_rate_hz=cfg["mapping.max_rate_hz"],
             refresh_period_s=cfg["mapping.refresh_period_s"]))
-        self._load_backend(cfg)
+        profile, n_frames, image_size, prompt_warning = prompt_settings_from(cfg)
+        if prompt_warning:
+            self.get_logger().warning(prompt_warning)
+        self._load_backend(cfg, image_size)
         engine = QueryEngine(
-            self.backend, self.backend_error, n_frames=cfg["query.n_frames"] or None,
-            image_size_px=cfg["query.image_size_px"] or None, max_new_tokens=cfg["model.max_new_tokens"],
-            prompt_profile=cfg["query.prompt_profile"],
+            self.backend, self.backend_error, n_frames=n_frames, image_size_px=image_size,
+            max_new_tokens=cfg["model.max_new_tokens"], prompt_profile=profile,
         )
         self.worker = QueryWorker(engine, queue_size=cfg["query.queue_size"], default_timeout_s=cfg["query.timeout_s"])
         self._pubs = {
@@ -304,14 +330,14 @@ class SceneVlmNode(LifecycleNode):
         self.get_logger().info(
             f"configured: map frame '{cfg['map_frame']}', voxel {cfg['mapping.voxel_size_m']} m, detector {detector}, "
             f"model backend '{cfg['model.backend']}' ({'ready' if self.backend else self.backend_error}), "
-            f"prompt profile '{cfg['query.prompt_profile']}' ({engine.n_frames} frames, {engine.image_size_px} px)"
+            f"prompt profile '{engine.profile.name}' ({engine.n_frames} frames, {engine.image_size_px} px)"
         )
         return TransitionCallbackReturn.SUCCESS
 
-    def _load_backend(self, cfg: NodeConfig) -> None:
+    def _load_backend(self, cfg: NodeConfig, image_size_px: Optional[int] = None) -> None:
         self.backend, self.backend_error = None, ""
         try:
-            backend = self._backend_injected or make_backend_from(cfg)
+            backend = self._backend_injected or make_backend_from(cfg, image_size_px)
             backend.load()
             self.backend = backend
         except ModelUnavailableError as exc:

@@ -26,7 +26,8 @@ import string
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Optional
 
 import numpy as np
 
@@ -127,6 +128,38 @@ def get_profile(profile: str | PromptProfile | None = None) -> PromptProfile:
     if key not in PROMPT_PROFILES:
         raise ValueError(f"unknown prompt profile {profile!r}; choose one of {sorted(PROMPT_PROFILES)}")
     return PROMPT_PROFILES[key]
+
+
+#: The file `scene-vlm-train export` writes beside a model: how the model was prompted in training.
+EXPORT_METADATA = "scene_vlm_export.json"
+
+
+def prompt_version(profile: str | PromptProfile) -> str:
+    """``<profile>-<sha256[:12]>`` of the profile's full definition (templates, frames, image cap): a
+    model exported with one version and run with another saw different prompts in training."""
+    import hashlib
+
+    p = get_profile(profile)
+    return f"{p.name}-{hashlib.sha256(repr(p).encode()).hexdigest()[:12]}"
+
+
+def export_prompt_settings(model_dir: str | Path | None) -> Optional[dict]:
+    """``{prompt_profile, n_frames, image_size_px, prompt_version}`` that a model exported by
+    `scene-vlm-train export` was trained with (``scene_vlm_export.json`` in ``model_dir``), or None
+    for a model without it (someone else's checkpoint). Raises ValueError for an unreadable file."""
+    import json
+
+    if not model_dir:
+        return None
+    path = Path(model_dir).expanduser() / EXPORT_METADATA
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        return {"prompt_profile": str(meta["prompt_profile"]), "n_frames": int(meta["n_frames"]),
+                "image_size_px": int(meta["image_size_px"]), "prompt_version": str(meta.get("prompt_version", ""))}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a readable export description ({exc})") from exc
 
 
 def obj_token(instance_id: int) -> str:
