@@ -40,6 +40,18 @@ def use_fastdds_profile() -> Optional[str]:
         profile = config_file("fastdds_shm.xml")
         if profile is not None:
             os.environ[FASTDDS_PROFILE_ENV] = str(profile)
-            # Fast DDS 2.x (ROS 2 Jazzy) reads the older name.
-            os.environ.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", str(profile))
+            if _fast_dds_major() == 2:  # Fast DDS 2.x (ROS 2 Jazzy) reads the older name; 3.x warns on it
+                os.environ.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", str(profile))
     return os.environ.get(FASTDDS_PROFILE_ENV)
+
+
+def _fast_dds_major() -> Optional[int]:
+    """Major version of the Fast DDS wheel in this environment (2 = Jazzy's fastrtps, 3 = Kilted's fastdds)."""
+    from importlib import metadata
+
+    for dist in ("ros-fastrtps", "ros-fastdds"):
+        try:
+            return int(metadata.version(dist).split(".")[0])
+        except (metadata.PackageNotFoundError, ValueError):
+            continue
+    return None
