@@ -1,5 +1,5 @@
 """`colcon build` of the ament_python package (the interface package comes from this environment's
-ros2_ws/install; tests/test_workspace.py builds both in a user's workspace, marked slow)."""
+ros2_ws/install; tests/test_workspace.py builds both in a user's workspace)."""
 
 from __future__ import annotations
 

@@ -78,7 +78,8 @@ def test_jetson_preset_is_lighter_than_defaults() -> None:
 
     base = load_params_file(ROOT / "config" / "scene_vlm.yaml")
     jetson = load_params_file(ROOT / "config" / "jetson.yaml")
-    profile = get_profile(base["query.prompt_profile"])  # 0 in the YAML means the profile's own value
+    # 0 in the YAML means the profile's own value ("auto": the export's, else the default profile)
+    profile = get_profile(None if base["query.prompt_profile"] == "auto" else base["query.prompt_profile"])
     assert 0 < jetson["query.n_frames"] < (base["query.n_frames"] or profile.n_frames)
     assert 0 < jetson["query.image_size_px"] < (base["query.image_size_px"] or profile.image_size_px)
     assert jetson["model.load_in_4bit"] is True or jetson["model.backend"] == "openai"

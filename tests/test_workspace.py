@@ -1,8 +1,8 @@
 """The repository cloned into a user's workspace (ws/src/scene_vlm_ros) builds with colcon, both
 packages, and the sourced install lets `ros2 run` / launch_ros find scene_vlm_node in lib/scene_vlm_ros.
 
-The full workspace build (the interface package's code generation, about a minute on 2 cores) is
-marked slow (`make soak`); tests/test_colcon_build.py covers the ament_python package in `make test`.
+The full workspace build (the interface package's code generation) takes about a minute on 2 cores; it
+runs in `make test` because it is what a user does first.
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ def test_documented_base_paths_find_both_packages(tmp_path: Path) -> None:
     assert _colcon_list(tmp_path, env, *BASE_PATHS) == {"scene_vlm_ros", "scene_vlm_interfaces"}
 
 
-@pytest.mark.slow
 def test_both_packages_install(built_ws: tuple[Path, dict[str, str]]) -> None:
     ws, _env = built_ws
     install = ws / "install"
@@ -63,7 +62,6 @@ def test_both_packages_install(built_ws: tuple[Path, dict[str, str]]) -> None:
     assert next(iface.glob("lib/python3*/site-packages/scene_vlm_interfaces/action/_scene_query.py"), None)
 
 
-@pytest.mark.slow
 def test_sourced_install_resolves_the_node_executable(built_ws: tuple[Path, dict[str, str]]) -> None:
     """launch_ros and `ros2 run` resolve <prefix of package>/lib/<package>/<executable> via the ament index."""
     ws, env = built_ws
@@ -77,7 +75,6 @@ def test_sourced_install_resolves_the_node_executable(built_ws: tuple[Path, dict
     assert Path(iface).is_relative_to(ws / "install"), "the workspace's own interface package must be used"
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("ros2cli") is None,
                     reason=f"ros2cli is not importable ({VENDOR})")
 def test_ros2_run_finds_scene_vlm_node(built_ws: tuple[Path, dict[str, str]]) -> None:
@@ -91,7 +88,6 @@ def test_ros2_run_finds_scene_vlm_node(built_ws: tuple[Path, dict[str, str]]) ->
     assert "run" in out.stdout
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("launch_ros") is None,
                     reason=f"launch_ros is not importable ({VENDOR})")
 def test_launch_ros_finds_scene_vlm_node(built_ws: tuple[Path, dict[str, str]]) -> None:
