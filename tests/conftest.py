@@ -47,3 +47,12 @@ def yolo_dir() -> Path:
     if not (path / "yolo-fastest-1.1.weights").is_file():
         pytest.skip(f"Yolo-Fastest weights not found at {path} (see README 'Detector')")
     return path
+
+
+@pytest.fixture(scope="session")
+def formats_dir(shared_data: Path) -> Path:
+    """``../shared/data/annotation-formats`` (real benchmark annotation slices); skips when absent."""
+    path = shared_data / "annotation-formats"
+    if not (path / "scanqa_v1.0_val_first200.json").is_file():
+        pytest.skip(f"benchmark annotation slices not found at {path}")
+    return path

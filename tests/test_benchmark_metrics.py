@@ -329,14 +329,6 @@ def test_numeric_mra() -> None:
 # ------------------------------------------------------------------ readers + metrics on the real records
 
 
-@pytest.fixture(scope="module")
-def formats_dir(shared_data: Path) -> Path:
-    path = shared_data / "annotation-formats"
-    if not (path / "scanqa_v1.0_val_first200.json").is_file():
-        pytest.skip(f"benchmark annotation slices not found at {path}")
-    return path
-
-
 def test_scanqa_real_answers_score_as_exact_matches(formats_dir: Path) -> None:
     from scene_vlm_ros.datasets.benchmarks import load_benchmark
 

@@ -28,14 +28,6 @@ from scene_vlm_ros.datasets.benchmarks import (
 FIXTURES = Path(__file__).parent / "fixtures" / "benchmarks"
 
 
-@pytest.fixture(scope="module")
-def formats_dir(shared_data: Path) -> Path:
-    path = shared_data / "annotation-formats"
-    if not (path / "scanqa_v1.0_val_first200.json").is_file():
-        pytest.skip(f"benchmark annotation slices not found at {path}")
-    return path
-
-
 def _raw(path: Path):
     return json.loads(path.read_text(encoding="utf-8"))
 
