@@ -296,9 +296,7 @@ def test_worker_thread_integrates_and_refreshes_when_idle() -> None:
         t = threading.Thread(target=lambda: [w.submit(_frames([k * 0.1])) for k in range(20)])
         t.start()
         t.join()
-        deadline = time.monotonic() + 5
-        while (len(mem.integrated) < 20 or not mem.refreshed_at) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        assert w.wait_settled(timeout_s=5.0, quiet_s=0.3) == 20
     finally:
         w.stop()
     assert mem.integrated == pytest.approx([k * 0.1 for k in range(20)])

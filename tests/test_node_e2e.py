@@ -67,20 +67,9 @@ def _integrated(graph: Bringup) -> int:
     return graph.node.memory.snapshot(allow_stale=True).n_frames_integrated if graph.node.memory else 0
 
 
-def _settle(graph: Bringup, timeout_s: float = 20.0) -> int:
-    """Wait until the node stops integrating new frames; returns the count."""
-    last, stable_since = -1, time.monotonic()
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        n = _integrated(graph)
-        if n != last:
-            last, stable_since = n, time.monotonic()
-        elif time.monotonic() - stable_since > 1.0:
-            break
-        time.sleep(0.1)
-    # the node's mapping thread refreshes the map between frames; wait for it to cover them all
-    wait_until(lambda: graph.node.mapper.refreshed_frames >= last, timeout_s=10.0)
-    return last
+def _settle(graph: Bringup) -> int:
+    """Wait until the node stops integrating new frames and has refreshed the map over them."""
+    return graph.node.mapper.wait_settled(timeout_s=30.0, quiet_s=1.0)
 
 
 def _gt_box(obj) -> OrientedBox3D:

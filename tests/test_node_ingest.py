@@ -43,21 +43,6 @@ def room_bag(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"bag": out, "extrinsic": [float(v) for v in [*T[:3, 3], *matrix_to_quat_xyzw(T[:3, :3])]]}
 
 
-def _settle(graph: Bringup, timeout_s: float = 30.0) -> int:
-    last, since = -1, time.monotonic()
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        n = graph.node.mapper.integrated
-        if n != last:
-            last, since = n, time.monotonic()
-        elif time.monotonic() - since > 1.5 and graph.node.mapper.queue_depth == 0:
-            break
-        time.sleep(0.1)
-    wait_until(lambda: graph.node.mapper.refreshed_frames >= graph.node.memory.snapshot(
-        allow_stale=True).n_frames_integrated, timeout_s=15.0)
-    return last
-
-
 def test_node_fed_by_another_process_maps_like_the_offline_command(room_bag: dict) -> None:
     from scene_vlm_ros.commands.map import map_source
     from scene_vlm_ros.ros.scene_vlm_node import memory_config_from
@@ -69,7 +54,7 @@ def test_node_fed_by_another_process_maps_like_the_offline_command(room_bag: dic
                                           wait_for=("/camera/color/image_raw", "/camera/depth/image_raw",
                                                     "/camera/instances/image_raw", "/odom"))
         assert published["/camera/depth/image_raw"] == 60
-        _settle(g)
+        g.node.mapper.wait_settled()
         live = g.node.memory.snapshot(allow_stale=True)
         stats = {**g.node.mapper.stats(), "pipeline": g.node.pipeline.stats()}
         node_cfg = g.node.cfg
@@ -190,7 +175,7 @@ def test_malformed_messages_are_counted_and_the_map_stays(room_bag: dict) -> Non
         replay_in_own_process(room_bag["bag"], g.domain_id, rate=1.0,
                               wait_for=("/camera/color/image_raw", "/camera/depth/image_raw",
                                         "/camera/instances/image_raw", "/odom"))
-        _settle(g)
+        g.node.mapper.wait_settled()
         before = g.node.memory.snapshot(allow_stale=True)
         n_before = g.node.mapper.integrated
         assert before.instances

@@ -43,7 +43,7 @@ def tf_scene(tmp_path_factory):
 def tf_graph(tf_scene):
     from scene_vlm_ros.ros.bringup import Bringup
 
-    from .rosutil import fresh_domain, replay_in_own_process, wait_until
+    from .rosutil import fresh_domain, replay_in_own_process
 
     params = {"publish.bev_period_s": 0.0, "publish.cloud_period_s": 0.0, "publish.diagnostics_period_s": 0.0,
               "publish.objects_period_s": 0.0, "topics.qos_depth": 200, "model.backend": "fallback",
@@ -53,13 +53,7 @@ def tf_graph(tf_scene):
     with Bringup(params, domain_id=fresh_domain()) as g:
         replay_in_own_process(tf_scene["bag"], g.domain_id, rate=1.0,
                               wait_for=("/camera/color/image_raw", "/camera/depth/image_raw", "/tf"))
-        def integrated() -> int:
-            return g.node.memory.snapshot(allow_stale=True).n_frames_integrated
-
-        seen = [-1]
-        while wait_until(lambda: integrated() != seen[0], 2.0):  # until no new frame for 2 s
-            seen[0] = integrated()
-        wait_until(lambda: g.node.mapper.refreshed_frames >= seen[0], timeout_s=10.0)
+        g.node.mapper.wait_settled(timeout_s=30.0, quiet_s=2.0)  # until no new frame for 2 s, refreshed
         yield g
 
 

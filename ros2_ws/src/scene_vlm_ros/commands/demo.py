@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 from rich.console import Console
@@ -50,23 +50,6 @@ def _extrinsic_param(T: np.ndarray) -> list[float]:
     from ..core.geometry import matrix_to_quat_xyzw
 
     return [float(v) for v in [*T[:3, 3], *matrix_to_quat_xyzw(T[:3, :3])]]
-
-
-def _wait_settled(node: Any, timeout_s: float = 30.0) -> int:
-    """Wait until the node's mapping worker has integrated what it was given and refreshed the map."""
-    last, since = -1, time.monotonic()
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        n = node.mapper.integrated
-        if n != last:
-            last, since = n, time.monotonic()
-        elif time.monotonic() - since > 1.5 and node.mapper.queue_depth == 0:
-            break
-        time.sleep(0.1)
-    while time.monotonic() < deadline and node.mapper.refreshed_frames < node.memory.snapshot(
-            allow_stale=True).n_frames_integrated:
-        time.sleep(0.1)
-    return last
 
 
 def map_kitchen(kitchen_dir: Path, out: Path) -> Optional[dict]:
@@ -143,7 +126,7 @@ def run_demo(out: Path = Path("out/demo"), frames: int = 150, width: int = 640, 
         if player.returncode != 0:
             raise RuntimeError(f"the player failed: {stderr[-2000:]}")
         published = json.loads(stdout.strip().splitlines()[-1])["published"]
-        n_integrated = _wait_settled(graph.node)
+        n_integrated = graph.node.mapper.wait_settled()
         snap = graph.node.memory.snapshot(refresh=True)
         diag = {kv.key: kv.value for kv in graph.node.diagnostics().values}
         dropped = {k[len("dropped_"):]: v for k, v in diag.items() if k.startswith("dropped_")}

@@ -180,10 +180,30 @@ class MappingWorker:
             self._integrate_one(frame)
             n += 1
 
+    def has_unrefreshed_frames(self) -> bool:
+        """Whether frames were integrated since the last refresh (queries would not see them yet)."""
+        return self._memory.snapshot(allow_stale=True).n_frames_integrated > self.refreshed_frames
+
+    def wait_settled(self, timeout_s: float = 30.0, quiet_s: float = 1.5) -> int:
+        """Block until the worker thread has integrated what it was given (no new frame for ``quiet_s``
+        and an empty queue) and refreshed the map over it, or ``timeout_s`` passed; returns the
+        memory's integrated-frame count. For callers that replayed a bag into a live node."""
+        deadline = time.monotonic() + timeout_s
+        last, since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            if self.integrated != last:
+                last, since = self.integrated, time.monotonic()
+            elif time.monotonic() - since > quiet_s and self.queue_depth == 0:
+                break
+            time.sleep(0.1)
+        while time.monotonic() < deadline and self.has_unrefreshed_frames():
+            time.sleep(0.1)
+        return int(self._memory.snapshot(allow_stale=True).n_frames_integrated)
+
     def finish(self) -> None:
         """End of input: integrate what is queued and refresh if frames are unrefreshed."""
         self.drain()
-        if self._memory.snapshot(allow_stale=True).n_frames_integrated > self.refreshed_frames:
+        if self.has_unrefreshed_frames():
             self.refresh()
 
     # -- thread --------------------------------------------------------------------------------
@@ -214,7 +234,7 @@ class MappingWorker:
                 continue
             idle = time.monotonic() - self._last_frame_wall
             if (self.config.refresh_period_s > 0 and idle >= self.config.idle_refresh_s
-                    and self._memory.snapshot(allow_stale=True).n_frames_integrated > self.refreshed_frames):
+                    and self.has_unrefreshed_frames()):
                 self.refresh()
 
     # -- stats ---------------------------------------------------------------------------------

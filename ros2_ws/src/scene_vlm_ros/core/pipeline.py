@@ -220,8 +220,7 @@ class FramePipeline:
             self._invalid(stream, exc)
             return []
         if stream == "tf_static":
-            self._static[child] = (parent, T)
-            self._extrinsics.clear()  # a new static edge may complete a chain
+            self.add_static_transform(parent, child, T)
             return []
         if not self._odom_seen and (parent, child) == (self.odom_frame, self.base_frame):
             return self._add_pose(stamp_ns, T)
@@ -248,7 +247,7 @@ class FramePipeline:
 
     def add_static_transform(self, parent: str, child: str, T_parent_child: np.ndarray) -> None:  # noqa: N803
         self._static[child] = (parent, np.asarray(T_parent_child, dtype=np.float64))
-        self._extrinsics.clear()
+        self._extrinsics.clear()  # a new static edge may complete a chain
 
     def add_odometry(self, stamp_s: float, T_odom_base: np.ndarray) -> list[RGBDFrame]:  # noqa: N803
         self._arrived("odom")
