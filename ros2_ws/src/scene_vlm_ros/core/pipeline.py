@@ -197,10 +197,12 @@ class FramePipeline:
         self.last_seen[stream] = now
         self.rates.setdefault(stream, RateWindow()).add(now)
 
-    def record_invalid(self, stream: str, exc: Exception) -> None:
-        """A message of ``stream`` that could not even be parsed (raw bytes): received and invalid."""
+    def record_invalid(self, stream: str, exc: Exception) -> list[RGBDFrame]:
+        """A message of ``stream`` that could not even be parsed (raw bytes): received and invalid; no
+        frame comes of it (the empty list keeps the entry points alike)."""
         self._arrived(stream)
         self._invalid(stream, exc)
+        return []
 
     def _invalid(self, stream: str, exc: Exception) -> None:
         reason = f"invalid_{stream if stream != 'tf_static' else 'tf'}"

@@ -513,22 +513,21 @@ class SceneVlmNode(LifecycleNode):
             self._subs.append(node.create_subscription(
                 TFMessage, "/tf", lambda m: self._feed("tf", m), QoSProfile(depth=100), callback_group=group))
 
-    def _feed(self, stream: str, msg: Any) -> None:
-        """Hand one message to the core's pipeline; posed frames go to the mapping worker."""
+    def _through_pipeline(self, step: Any) -> None:
+        """Run ``step(pipeline)`` under the pipeline lock; the frames it releases go to the mapping worker."""
         pipeline, mapper = self.pipeline, self.mapper
         if pipeline is None or mapper is None:
             return
         with self._pipeline_lock:
-            frames = pipeline.on_message(stream, msg)
+            frames = step(pipeline)
         mapper.submit(frames)
 
+    def _feed(self, stream: str, msg: Any) -> None:
+        """Hand one message to the core's pipeline; posed frames go to the mapping worker."""
+        self._through_pipeline(lambda p: p.on_message(stream, msg))
+
     def _poll_pipeline(self) -> None:
-        pipeline, mapper = self.pipeline, self.mapper
-        if pipeline is None or mapper is None:
-            return
-        with self._pipeline_lock:
-            frames = pipeline.poll()
-        mapper.submit(frames)
+        self._through_pipeline(lambda p: p.poll())
 
     def _feed_raw_image(self, stream: str, raw: bytes, compressed: bool) -> None:
         if stream == "depth" and not self._mask_checked and self.pipeline is not None:
@@ -536,16 +535,11 @@ class SceneVlmNode(LifecycleNode):
             # (else the first frames fuse as geometry-only instances).
             self._mask_checked = True
             if self.cfg["use_instance_mask"] and self.count_publishers(self.cfg["topics.instance_mask"]) > 0:
-                with self._pipeline_lock:
-                    frames = self.pipeline.require_mask()
-                if self.mapper is not None:
-                    self.mapper.submit(frames)
+                self._through_pipeline(lambda p: p.require_mask())
         try:
             msg = decode.parse_compressed_image_cdr(raw) if compressed else decode.parse_image_cdr(raw)
         except decode.MessageConversionError as exc:
-            with self._pipeline_lock:
-                if self.pipeline is not None:
-                    self.pipeline.record_invalid(stream, exc)
+            self._through_pipeline(lambda p, err=exc: p.record_invalid(stream, err))
             return
         self._feed(stream, msg)
 
